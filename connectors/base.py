@@ -1,0 +1,82 @@
+"""The edges' protocols: where events come from, where outputs go, where snapshots live.
+
+Offsets follow Kafka's convention everywhere: the offset stored for a partition is the
+*next* offset to read, so a restored consumer seeks to it and neither re-reads nor skips.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+#: (topic, partition)
+TopicPartition = tuple[str, int]
+#: next offset to read, per topic-partition
+Offsets = Mapping[TopicPartition, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message as read from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A consumer of one or more topics."""
+
+    def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
+        """Return up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
+        ...
+
+    def seek(self, offsets: Offsets) -> None:
+        """Continue each named partition from the given next offset."""
+        ...
+
+    def commit(self, offsets: Offsets) -> None:
+        """Record progress for lag monitoring; the snapshot, not this, is the truth."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A producer of records to topics."""
+
+    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+
+    def flush(self, timeout_s: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Versioned, opaque snapshot blobs per pipeline, with a ``latest`` pointer.
+
+    The store does not read the blob: signing and decoding are the runtime's job.
+    """
+
+    def save(self, pipeline: str, blob: bytes, *, fencing_token: int | None = None) -> int:
+        """Store a new version, move ``latest`` to it atomically, prune old ones; return the version."""
+        ...
+
+    def load_latest(self, pipeline: str) -> tuple[int, bytes] | None:
+        """The newest (version, blob), or None when the pipeline has no snapshot yet."""
+        ...
+
+    def load(self, pipeline: str, version: int) -> bytes: ...
+
+    def versions(self, pipeline: str) -> Sequence[int]:
+        """Stored versions, oldest first."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,23 @@
+"""Errors raised by connectors."""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error a connector raises."""
+
+
+class StoreUnavailableError(ConnectorError):
+    """The snapshot store cannot be reached now; the caller should retry later."""
+
+
+class StaleFencingTokenError(ConnectorError):
+    """A snapshot write carried a fencing token older than the store's: another worker owns the pipeline."""
+
+
+class SnapshotNotFoundError(ConnectorError, KeyError):
+    """No snapshot under that pipeline and version."""
+
+
+class ServiceStartError(ConnectorError):
+    """A local Kafka or Redis process could not be started."""
