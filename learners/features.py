@@ -1,0 +1,311 @@
+"""Feature dicts to dense matrices, and labels to class indices, for neural learners.
+
+``FeatureSpace`` keeps one column per numeric (or bool) feature and one per ``name=value``
+pair of a string feature (or one per hash bucket when ``hash_dim`` is set). Columns are
+appended in first-seen order, so two runs over the same stream build the same space.
+Numeric columns are standardised with running (Welford/Chan) statistics kept in float64;
+a missing numeric feature is imputed with its mean, i.e. 0 after standardising.
+
+``LabelSpace`` maps labels to ``0..C-1`` in first-seen order.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+#: standardised values are clipped to this many standard deviations
+CLIP_SD = 10.0
+# a categorical-key cache bigger than this is dropped: with hashing the key set is unbounded
+_HASH_CACHE_MAX = 200_000
+
+_NUM, _CAT, _HASH = 0, 1, 2
+
+
+class FeatureSpace:
+    """Feature dicts → dense float32 matrices with a growing set of columns.
+
+    Parameters
+    ----------
+    standardize
+        Standardise numeric columns with their running mean and standard deviation
+        (population, ``ddof=0``), clipped to ±10 sd. Off: raw values, missing → 0.
+    hash_dim
+        When set, string features are hashed (crc32 of ``name=value``) into this many
+        buckets instead of one column per category, bounding the width of the space.
+    """
+
+    def __init__(self, standardize: bool = True, hash_dim: int | None = None) -> None:
+        if hash_dim is not None and hash_dim < 1:
+            raise ValueError(f"hash_dim must be a positive integer or None, got {hash_dim!r}")
+        self.standardize = standardize
+        self.hash_dim = hash_dim
+        self._reset()
+
+    def _reset(self) -> None:
+        self._num_index: dict[str, int] = {}
+        self._cat_index: dict[tuple[str, str], int] = {}
+        self._hash_index: dict[int, int] = {}
+        # (name, value) -> bucket; a cache only, rebuilt on demand, never in the state
+        self._bucket_cache: dict[tuple[str, str], int] = {}
+        self._names: list[str] = []
+        self._kinds: list[int] = []
+        self._keys: list[Any] = []
+        cap = 16
+        self._count = np.zeros(cap, dtype=np.float64)
+        self._mean = np.zeros(cap, dtype=np.float64)
+        self._m2 = np.zeros(cap, dtype=np.float64)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return len(self._names)
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self._names)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Running mean per column (0 for categorical columns)."""
+        return self._mean[: self.dim].copy()
+
+    @property
+    def std(self) -> np.ndarray:
+        """Running population standard deviation per column (0 for categorical columns)."""
+        n = self._count[: self.dim]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(n > 0, self._m2[: self.dim] / np.maximum(n, 1), 0.0)
+        return np.sqrt(var)
+
+    # ------------------------------------------------------------------ growth
+    def _add_column(self, name: str, kind: int, key: Any) -> int:
+        col = len(self._names)
+        if col >= self._count.shape[0]:
+            new = max(16, 2 * self._count.shape[0])
+            for attr in ("_count", "_mean", "_m2"):
+                old = getattr(self, attr)
+                grown = np.zeros(new, dtype=np.float64)
+                grown[: old.shape[0]] = old
+                setattr(self, attr, grown)
+        self._names.append(name)
+        self._kinds.append(kind)
+        self._keys.append(key)
+        return col
+
+    def _bucket(self, name: str, value: str) -> int:
+        key = (name, value)
+        b = self._bucket_cache.get(key)
+        if b is None:
+            assert self.hash_dim is not None
+            # crc32, not hash(): Python's string hash is salted per process
+            b = zlib.crc32(f"{name}={value}".encode()) % self.hash_dim
+            if len(self._bucket_cache) >= _HASH_CACHE_MAX:
+                self._bucket_cache.clear()
+            self._bucket_cache[key] = b
+        return b
+
+    def _column(self, name: str, value: Any, grow: bool) -> int:
+        """Column of one (feature, value) pair; -1 when unknown and not growing."""
+        if isinstance(value, str):
+            if self.hash_dim is not None:
+                b = self._bucket(name, value)
+                col = self._hash_index.get(b)
+                if col is None:
+                    if not grow:
+                        return -1
+                    col = self._add_column(f"hash_{b}", _HASH, b)
+                    self._hash_index[b] = col
+                return col
+            ckey = (name, value)
+            col = self._cat_index.get(ckey)
+            if col is None:
+                if not grow:
+                    return -1
+                col = self._add_column(f"{name}={value}", _CAT, [name, value])
+                self._cat_index[ckey] = col
+            return col
+        col = self._num_index.get(name)
+        if col is None:
+            if not grow:
+                return -1
+            col = self._add_column(name, _NUM, name)
+            self._num_index[name] = col
+        return col
+
+    def _scatter(
+        self, X: Sequence[Mapping[str, Any]], grow: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Sparse coordinates of ``X``: rows, columns, values and an is-numeric flag."""
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
+        num_index = self._num_index
+        for i, x in enumerate(X):
+            for k, v in x.items():
+                if not isinstance(v, str):
+                    col = num_index.get(k)
+                    if col is None:
+                        col = self._column(k, v, grow)
+                        if col < 0:
+                            continue
+                    rows.append(i)
+                    cols.append(col)
+                    vals.append(float(v))
+                else:
+                    col = self._column(k, v, grow)
+                    if col < 0:
+                        continue
+                    rows.append(i)
+                    cols.append(col)
+                    vals.append(1.0)
+        r = np.asarray(rows, dtype=np.int64)
+        c = np.asarray(cols, dtype=np.int64)
+        v = np.asarray(vals, dtype=np.float64)
+        kinds = np.asarray(self._kinds, dtype=np.int8)
+        is_num = kinds[c] == _NUM if c.size else np.zeros(0, dtype=bool)
+        return r, c, v, is_num
+
+    # ------------------------------------------------------------------ API
+    def update(self, X: Sequence[Mapping[str, Any]]) -> None:
+        """Learn the running statistics of ``X`` and add the columns it introduces."""
+        if not X:
+            return
+        _, c, v, is_num = self._scatter(X, grow=True)
+        c, v = c[is_num], v[is_num]
+        if c.size == 0:
+            return
+        d = self.dim
+        # Chan et al.'s parallel combine of the batch moments into the running ones
+        n_b = np.bincount(c, minlength=d).astype(np.float64)
+        sum_b = np.bincount(c, weights=v, minlength=d)
+        seen = n_b > 0
+        mean_b = np.zeros(d)
+        mean_b[seen] = sum_b[seen] / n_b[seen]
+        m2_b = np.bincount(c, weights=(v - mean_b[c]) ** 2, minlength=d)
+        n_a = self._count[:d]
+        mean_a = self._mean[:d]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        safe_n = np.where(seen, n, 1.0)
+        new_mean = np.where(seen, mean_a + delta * n_b / safe_n, mean_a)
+        new_m2 = np.where(seen, self._m2[:d] + m2_b + delta**2 * n_a * n_b / safe_n, self._m2[:d])
+        self._count[:d] = n
+        self._mean[:d] = new_mean
+        self._m2[:d] = new_m2
+
+    def _shift_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        d = self.dim
+        if not self.standardize:
+            return np.zeros(d), np.ones(d)
+        n = self._count[:d]
+        var = self._m2[:d] / np.maximum(n, 1.0)
+        # a constant (or once-seen) feature carries no scale information: leave it unscaled
+        sd = np.where(var > 1e-12, np.sqrt(var), 1.0)
+        return self._mean[:d].copy(), 1.0 / sd
+
+    def transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """``X`` as an ``(len(X), dim)`` float32 matrix; never changes the space."""
+        d = self.dim
+        out = np.zeros((len(X), d), dtype=np.float32)
+        if not X or d == 0:
+            return out
+        r, c, v, is_num = self._scatter(X, grow=False)
+        if c.size == 0:
+            return out
+        shift, scale = self._shift_scale()
+        z = v.copy()
+        zn = (v[is_num] - shift[c[is_num]]) * scale[c[is_num]]
+        if self.standardize:
+            np.clip(zn, -CLIP_SD, CLIP_SD, out=zn)
+        z[is_num] = zn
+        out[r, c] = z
+        return out
+
+    def update_and_transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """Learn from ``X``, then return it transformed with the updated statistics."""
+        self.update(X)
+        return self.transform(X)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        d = self.dim
+        return {
+            "standardize": self.standardize,
+            "hash_dim": self.hash_dim,
+            "names": list(self._names),
+            "kinds": list(self._kinds),
+            "keys": [list(k) if isinstance(k, list) else k for k in self._keys],
+            "count": self._count[:d].copy(),
+            "mean": self._mean[:d].copy(),
+            "m2": self._m2[:d].copy(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.standardize = bool(state["standardize"])
+        hd = state["hash_dim"]
+        self.hash_dim = None if hd is None else int(hd)
+        self._reset()
+        count = np.asarray(state["count"], dtype=np.float64)
+        mean = np.asarray(state["mean"], dtype=np.float64)
+        m2 = np.asarray(state["m2"], dtype=np.float64)
+        for name, kind, key in zip(state["names"], state["kinds"], state["keys"], strict=True):
+            kind = int(kind)
+            if kind == _NUM:
+                self._num_index[str(key)] = self._add_column(str(name), kind, str(key))
+            elif kind == _CAT:
+                k, v = key
+                self._cat_index[(k, v)] = self._add_column(str(name), kind, [k, v])
+            else:
+                self._hash_index[int(key)] = self._add_column(str(name), kind, int(key))
+        d = self.dim
+        self._count[:d] = count
+        self._mean[:d] = mean
+        self._m2[:d] = m2
+
+
+class LabelSpace:
+    """Labels → class indices ``0..C-1`` in first-seen order."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._index: dict[Hashable, int] = {}
+        self._labels: list[Hashable] = []
+
+    def __len__(self) -> int:
+        return len(self._labels)
+
+    @property
+    def labels(self) -> list[Hashable]:
+        return list(self._labels)
+
+    def update(self, y: Sequence[Hashable]) -> None:
+        """Add the labels of ``y`` not seen before."""
+        for label in y:
+            if label not in self._index:
+                self._index[label] = len(self._labels)
+                self._labels.append(label)
+
+    def encode(self, y: Sequence[Hashable]) -> np.ndarray:
+        """Class indices of ``y`` (int64); -1 for a label never seen."""
+        get = self._index.get
+        return np.fromiter((get(label, -1) for label in y), dtype=np.int64, count=len(y))
+
+    def update_and_encode(self, y: Sequence[Hashable]) -> np.ndarray:
+        self.update(y)
+        return self.encode(y)
+
+    def decode(self, idx: int) -> Hashable:
+        return self._labels[idx]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"labels": list(self._labels)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._reset()
+        self.update(list(state["labels"]))

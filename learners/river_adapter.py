@@ -1,0 +1,102 @@
+"""Any allow-listed River classifier behind the learner protocol."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pickle
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from learners.base import Classifier, Features, Label, validate_batch, validate_x
+from learners.exceptions import InvalidInputError, UnknownLearnerError
+
+
+def build_river_model(name: str, params: Mapping[str, Any], seed: int | None) -> Any:
+    """Instantiate ``river.<name>`` with ``params``.
+
+    A parameter given as ``{"name": "<module>.<Class>", "params": {...}}`` is itself built
+    from the allow-list, so ensembles can name their members without any code in config.
+    """
+    from learners.registry import RIVER_ALLOW_LIST
+
+    if name not in RIVER_ALLOW_LIST:
+        raise UnknownLearnerError(
+            f"River model {name!r} is not allowed; choose one of: {', '.join(sorted(RIVER_ALLOW_LIST))}"
+        )
+    module_name, cls_name = name.rsplit(".", 1)
+    cls = getattr(importlib.import_module(f"river.{module_name}"), cls_name)
+    accepted = inspect.signature(cls).parameters
+    kwargs: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in accepted:
+            raise InvalidInputError(
+                f"river.{name} has no parameter {key!r}; it takes: {', '.join(accepted)}"
+            )
+        if isinstance(value, Mapping) and "name" in value:
+            value = build_river_model(value["name"], value.get("params", {}), seed)
+        kwargs[key] = value
+    if "seed" in accepted and "seed" not in kwargs:
+        kwargs["seed"] = seed
+    return cls(**kwargs)
+
+
+class RiverClassifier(Classifier):
+    """A River classifier named from the allow-list, with its parameters.
+
+    Its state is the River model pickled: River offers no other serialisation. That
+    blob only ever travels inside a snapshot whose HMAC signature is checked first.
+    """
+
+    def __init__(self, name: str, params: Mapping[str, Any] | None = None, seed: int = 0):
+        self.name = name
+        self.params = dict(params or {})
+        self.seed = seed
+        self._model = build_river_model(name, self.params, seed)
+
+    def __repr__(self) -> str:
+        return f"RiverClassifier({self.name!r}, params={self.params!r}, seed={self.seed})"
+
+    def learn_one(self, x: Features, y: Label) -> None:
+        validate_batch([x], [y])
+        self._model.learn_one(dict(x), y)
+
+    def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
+        validate_batch(X, y)
+        for xi, yi in zip(X, y, strict=True):
+            self._model.learn_one(dict(xi), yi)
+
+    def predict_proba_one(self, x: Features) -> dict[Label, float]:
+        validate_x(x)
+        return dict(self._model.predict_proba_one(dict(x)))
+
+    def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
+        validate_batch(X)
+        return [dict(self._model.predict_proba_one(dict(x))) for x in X]
+
+    def predict_one(self, x: Features) -> Label | None:
+        validate_x(x)
+        return self._model.predict_one(dict(x))
+
+    def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
+        validate_batch(X)
+        return [self._model.predict_one(dict(x)) for x in X]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "params": self.params,
+            "seed": self.seed,
+            "model": pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("name") != self.name:
+            raise InvalidInputError(
+                f"state is for river.{state.get('name')}, not river.{self.name}"
+            )
+        self._model = pickle.loads(state["model"])  # noqa: S301 - verified snapshot only
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"name": "tree.HoeffdingTreeClassifier", "params": {"grace_period": 50}}

@@ -1,0 +1,124 @@
+"""One frozen settings object per process: explicit argument > environment > default.
+
+Every field reads ``DRIFTLINE_<FIELD>`` from the environment; the service addresses also
+accept the conventional ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``. Errors name the
+field, the value and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stream.exceptions import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_", frozen=True, extra="forbid", populate_by_name=True
+    )
+
+    pipeline: str = Field("default", description="Pipeline (and model) name; one pipeline = one model.")
+    learner: str = Field("driftmoe", description="Learner name, see `driftline learners`.")
+    learner_params: dict[str, Any] = Field(default_factory=dict, description="Learner parameters (JSON).")
+    seed: int = Field(0, description="Seed for the learner and the synthetic stream.")
+
+    batch_size: int = Field(256, ge=1, le=65_536, description="Micro-batch: poll up to this many events.")
+    batch_timeout_ms: int = Field(100, ge=1, le=60_000, description="Micro-batch: wait at most this long for the first event.")
+    checkpoint_every_events: int = Field(10_000, ge=1, description="Checkpoint after this many events...")
+    checkpoint_every_s: float = Field(30.0, gt=0, description="...or after this many seconds, whichever comes first.")
+    publish_every_s: float = Field(0.5, gt=0, description="Refresh the served copy of the model this often.")
+
+    detector: str = Field("adwin", description="Drift detector on the per-event loss: adwin, ddm, eddm, page_hinkley, kswin, hddm_a, hddm_w.")
+    detector_params: dict[str, Any] = Field(default_factory=dict, description="Detector parameters (JSON).")
+    drift_reaction: str = Field("learner", description="On drift: 'learner' calls the learner's on_drift hook; 'none' only alerts.")
+    rolling_window: int = Field(1000, ge=10, description="Window of the rolling accuracy and kappa.")
+
+    events_topic: str = "events"
+    predictions_topic: str = "predictions"
+    alerts_topic: str = "alerts"
+    dead_letter_topic: str = "dead-letter"
+    publish_predictions: bool = Field(True, description="Write each prediction to the predictions topic.")
+    max_event_bytes: int = Field(1_000_000, ge=64, description="Larger events go to the dead-letter topic.")
+
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        validation_alias=AliasChoices("kafka_bootstrap_servers", "DRIFTLINE_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="host:port[,host:port]; unset means the embedded in-process log.",
+    )
+    group_id: str | None = Field(None, description="Kafka consumer group; default driftline-<pipeline>.")
+    redis_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("redis_url", "DRIFTLINE_REDIS_URL", "REDIS_URL"),
+        description="redis://host:port/db; unset means snapshots in snapshot_dir.",
+    )
+    snapshot_dir: Path = Field(Path(".driftline/snapshots"), description="Directory store for the embedded default.")
+    snapshot_key: SecretStr | None = Field(None, description="HMAC key for snapshots (32+ chars); unset: a key file in snapshot_dir.")
+    snapshot_keep: int = Field(5, ge=1, description="Snapshot versions kept per pipeline.")
+
+    http_host: str = Field("127.0.0.1", description="HTTP API address.")
+    http_port: int = Field(8000, ge=0, le=65_535, description="HTTP API port (0: pick a free one).")
+    max_predict_rows: int = Field(10_000, ge=1, description="Largest batch POST .../predict accepts (413 above).")
+
+    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError("use 1-100 letters, digits, '.', '_' or '-'")
+        return v
+
+    @field_validator("learner")
+    @classmethod
+    def _learner(cls, v: str) -> str:
+        from learners.registry import NATIVE, RIVER_ALLOW_LIST
+
+        if v in NATIVE or (v.startswith("river:") and v.removeprefix("river:") in RIVER_ALLOW_LIST):
+            return v
+        raise ValueError(f"unknown learner; choose one of {sorted(NATIVE)} or river:<one of {sorted(RIVER_ALLOW_LIST)}>")
+
+    @field_validator("detector")
+    @classmethod
+    def _detector(cls, v: str) -> str:
+        from stream.monitors import DETECTORS
+
+        if v not in DETECTORS:
+            raise ValueError(f"choose one of {sorted(DETECTORS)}")
+        return v
+
+    @field_validator("drift_reaction")
+    @classmethod
+    def _reaction(cls, v: str) -> str:
+        if v not in ("learner", "none"):
+            raise ValueError("choose 'learner' or 'none'")
+        return v
+
+    @field_validator("snapshot_key")
+    @classmethod
+    def _key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and len(v.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters; make one with `python -c 'import secrets; print(secrets.token_hex(32))'`")
+        return v
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or f"driftline-{self.pipeline}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings, turning validation errors into one ConfigError that names each field."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "settings"
+            env = f"DRIFTLINE_{field.upper()}"
+            problems.append(f"{field} (env {env}): {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,179 @@
+"""Wiring: build a pipeline from settings with the embedded or the real connectors, serve HTTP.
+
+The embedded default: an in-process log fed by a seeded synthetic drifting stream and a
+directory snapshot store. The worker: Kafka in and out, Redis for snapshots. The runtime
+loop is the same object in both.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from learners.registry import make_learner
+from stream.alerts import AlertLog
+from stream.api import create_app
+from stream.config import Settings
+from stream.events import Event
+from stream.exceptions import ConfigError
+from stream.runtime import ModelBoard, Pipeline
+from stream.snapshot import load_or_create_key
+
+logger = logging.getLogger(__name__)
+
+
+def learner_factory(settings: Settings) -> Callable[[], Any]:
+    def build() -> Any:
+        return make_learner(settings.learner, settings.learner_params, settings.seed)
+
+    build()  # fail at start-up, not at the first restore, when params are wrong
+    return build
+
+
+def snapshot_key(settings: Settings, *, required: bool) -> bytes:
+    if settings.snapshot_key is not None:
+        return settings.snapshot_key.get_secret_value().encode()
+    if required:
+        raise ConfigError(
+            "snapshot_key (env DRIFTLINE_SNAPSHOT_KEY): required when snapshots go to Redis, so every "
+            "worker and replica signs and verifies with the same key; make one with "
+            "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+        )
+    return load_or_create_key(Path(settings.snapshot_dir) / "snapshot.key")
+
+
+@dataclass
+class Embedded:
+    pipeline: Pipeline
+    feeder: Feeder
+
+
+def build_embedded(
+    settings: Settings,
+    stream: Iterator[tuple[dict[str, Any], Any]],
+    *,
+    rate: float = 0.0,
+    on_alert: Callable[..., None] | None = None,
+) -> Embedded:
+    from connectors.directory import DirectoryStore
+    from connectors.memory import InMemoryLog
+
+    log = InMemoryLog(default_partitions=1)
+    for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic):
+        log.create_topic(topic, 1)
+    store = DirectoryStore(settings.snapshot_dir, keep=settings.snapshot_keep)
+    pipeline = Pipeline(
+        settings,
+        learner_factory(settings),
+        log.consumer([settings.events_topic], settings.consumer_group),
+        log.producer(),
+        store,
+        snapshot_key(settings, required=False),
+        board=ModelBoard(),
+        alerts=AlertLog(),
+        on_alert=on_alert,
+    )
+    feeder = Feeder(log, settings.events_topic, stream, rate=rate, consumed=lambda: pipeline.counters.records)
+    return Embedded(pipeline, feeder)
+
+
+def build_worker(settings: Settings, *, on_alert: Callable[..., None] | None = None) -> Pipeline:
+    from connectors.kafka import KafkaSink, KafkaSource
+    from connectors.redis_store import RedisStore
+
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigError("kafka_bootstrap_servers (env KAFKA_BOOTSTRAP_SERVERS): required by the worker, e.g. 127.0.0.1:9092; `driftline services up` starts a local broker")
+    if not settings.redis_url:
+        raise ConfigError("redis_url (env REDIS_URL): required by the worker, e.g. redis://127.0.0.1:6379/0; `driftline services up` starts a local server")
+    return Pipeline(
+        settings,
+        learner_factory(settings),
+        KafkaSource(settings.kafka_bootstrap_servers, [settings.events_topic], settings.consumer_group),
+        KafkaSink(settings.kafka_bootstrap_servers),
+        RedisStore(settings.redis_url, keep=settings.snapshot_keep),
+        snapshot_key(settings, required=True),
+        on_alert=on_alert,
+    )
+
+
+class Feeder:
+    """Writes a synthetic stream into the in-process log, throttled to ``rate`` events/s.
+
+    It stays at most ``max_ahead`` events ahead of the consumer, so an unthrottled stream
+    does not fill memory faster than the model learns.
+    """
+
+    def __init__(self, log: Any, topic: str, stream: Iterator[tuple[dict[str, Any], Any]], *, rate: float, consumed: Callable[[], int], max_ahead: int = 50_000):
+        self._sink = log.producer()
+        self._topic = topic
+        self._stream = stream
+        self._rate = rate
+        self._consumed = consumed
+        self._max_ahead = max_ahead
+        self.produced = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for x, y in self._stream:
+            while self.produced - self._consumed() >= self._max_ahead:
+                if self._stop.wait(0.01):
+                    return
+            if self._rate > 0:
+                due = started + self.produced / self._rate
+                delay = due - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            if self._stop.is_set():
+                return
+            self._sink.send(self._topic, Event(id=f"e{self.produced}", x=x, y=y).to_json())
+            self.produced += 1
+
+
+class HttpServer:
+    """uvicorn in a background thread; ``port`` is the bound port (useful with port 0)."""
+
+    def __init__(self, app: Any, host: str, port: int):
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
+        self.host = host
+        self.port = port
+
+    def start(self, timeout_s: float = 15.0) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise ConfigError(f"http_port: could not listen on {self.host}:{self.port} (in use? pick another with --port)")
+            time.sleep(0.02)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=5)
+
+
+def serve(pipeline: Pipeline, settings: Settings) -> HttpServer:
+    def status() -> dict[str, Any]:
+        c = pipeline.counters
+        return {"events": c.events, "dead_letters": c.dead_letters, "snapshot_version": pipeline.snapshot_version}
+
+    app = create_app(pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status)
+    server = HttpServer(app, settings.http_host, settings.http_port)
+    server.start()
+    return server

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learners.features import CLIP_SD, FeatureSpace, LabelSpace
+
+
+def _sample(seed: int = 0, n: int = 500) -> tuple[list[dict], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    raw = np.column_stack(
+        [rng.normal(3.0, 2.0, n), rng.uniform(-100, 1000, n), rng.exponential(5.0, n)]
+    )
+    X = [{"a": float(r[0]), "b": float(r[1]), "c": float(r[2])} for r in raw]
+    return X, raw
+
+
+def test_standardisation_matches_numpy_in_batches() -> None:
+    X, raw = _sample()
+    fs = FeatureSpace()
+    for i in range(0, len(X), 37):  # uneven batches exercise the parallel combine
+        fs.update(X[i : i + 37])
+    np.testing.assert_allclose(fs.mean, raw.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(fs.std, raw.std(axis=0), rtol=1e-10)
+    Z = fs.transform(X)
+    assert Z.dtype == np.float32 and Z.shape == (500, 3)
+    expected = np.clip((raw - raw.mean(0)) / raw.std(0), -CLIP_SD, CLIP_SD)
+    np.testing.assert_allclose(Z, expected, rtol=1e-5, atol=1e-5)
+    assert fs.columns == ["a", "b", "c"]
+
+
+def test_one_at_a_time_matches_numpy() -> None:
+    X, raw = _sample(seed=1, n=200)
+    fs = FeatureSpace()
+    for x in X:
+        fs.update([x])
+    np.testing.assert_allclose(fs.mean, raw.mean(axis=0), rtol=1e-10)
+    np.testing.assert_allclose(fs.std, raw.std(axis=0), rtol=1e-9)
+
+
+def test_clip_and_missing_and_unseen() -> None:
+    fs = FeatureSpace()
+    fs.update([{"a": float(v)} for v in range(-5, 6)])  # mean 0, sd sqrt(10)
+    Z = fs.transform([{"a": 1e6}, {}, {"zzz": 3.0}])
+    assert Z.shape == (3, 1)
+    assert Z[0, 0] == pytest.approx(CLIP_SD)
+    assert Z[1, 0] == 0.0  # missing -> mean -> 0
+    assert Z[2, 0] == 0.0  # unseen feature is dropped, dim unchanged
+    assert fs.dim == 1
+
+
+def test_new_feature_and_category_grow_dim() -> None:
+    fs = FeatureSpace()
+    fs.update([{"a": 1.0, "colour": "red"}])
+    assert fs.columns == ["a", "colour=red"]
+    fs.update([{"a": 2.0, "colour": "blue", "flag": True}])
+    assert fs.columns == ["a", "colour=red", "colour=blue", "flag"]
+    Z = fs.transform([{"a": 1.5, "colour": "blue", "flag": False}])
+    assert Z.shape == (1, 4)
+    assert Z[0, 1] == 0.0 and Z[0, 2] == 1.0
+    # the bool is numeric: flag seen once as 1 -> mean 1, constant -> unscaled
+    assert Z[0, 3] == pytest.approx(-1.0)
+    # many growths past the initial capacity
+    fs.update([{f"f{i}": float(i) for i in range(100)}])
+    assert fs.dim == 104
+
+
+def test_hashing_bounds_dim() -> None:
+    fs = FeatureSpace(hash_dim=8)
+    fs.update([{"id": f"user{i}", "v": float(i)} for i in range(1000)])
+    assert fs.dim <= 9
+    Z = fs.transform([{"id": "user3", "v": 1.0}])
+    assert Z[0].sum() != 0.0
+    assert sum(1 for c in fs.columns if c.startswith("hash_")) == fs.dim - 1
+
+
+def test_no_standardize_keeps_raw_values() -> None:
+    fs = FeatureSpace(standardize=False)
+    Z = fs.update_and_transform([{"a": 123.0, "s": "x"}, {"a": -4.0}])
+    np.testing.assert_array_equal(Z, np.array([[123.0, 1.0], [-4.0, 0.0]], dtype=np.float32))
+
+
+def test_transform_does_not_mutate_stats() -> None:
+    X, _ = _sample(seed=2, n=100)
+    fs = FeatureSpace()
+    fs.update(X[:50])
+    before = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in fs.state_dict().items()}
+    fs.transform([*X[50:], {"new": 1.0, "cat": "x"}])
+    after = fs.state_dict()
+    assert after["names"] == before["names"]
+    for k in ("count", "mean", "m2"):
+        np.testing.assert_array_equal(after[k], before[k])
+
+
+def test_state_round_trip() -> None:
+    X, _ = _sample(seed=3, n=100)
+    X = [dict(x, s=("u" if i % 3 else "v"), b=bool(i % 2)) for i, x in enumerate(X)]
+    for hash_dim in (None, 4):
+        fs = FeatureSpace(hash_dim=hash_dim)
+        fs.update(X[:60])
+        state = fs.state_dict()
+        # plain values: lists and numpy arrays only
+        restored = FeatureSpace()
+        restored.load_state_dict(
+            {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
+        )
+        assert restored.columns == fs.columns
+        np.testing.assert_array_equal(restored.transform(X[60:]), fs.transform(X[60:]))
+        fs.update(X[60:])
+        restored.update(X[60:])
+        np.testing.assert_array_equal(restored.transform(X), fs.transform(X))
+
+
+def test_label_space() -> None:
+    ls = LabelSpace()
+    assert ls.update_and_encode(["b", "a", "b"]).tolist() == [0, 1, 0]
+    assert ls.encode(["a", "zzz"]).tolist() == [1, -1]
+    assert len(ls) == 2 and ls.labels == ["b", "a"] and ls.decode(1) == "a"
+    other = LabelSpace()
+    other.load_state_dict(ls.state_dict())
+    assert other.labels == ["b", "a"]
+    other.update([3])
+    assert other.encode([3]).tolist() == [2]
