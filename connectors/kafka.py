@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -116,7 +117,12 @@ class KafkaSource:
             }
         for tp, offset in sorted(wanted.items()):
             log.debug("seeking %s[%d] to %d", tp.topic, tp.partition, offset)
-            self._consumer.seek(tp, offset)
+            try:
+                self._consumer.seek(tp, offset)
+            except ValueError:
+                # Revoked by a rebalance since we looked; the position stays remembered
+                # and is applied when the partition comes back.
+                log.debug("%s[%d] no longer assigned; seek deferred", tp.topic, tp.partition)
 
     def assignment(self) -> list[TopicPartition]:
         """Partitions the group has given this consumer now, sorted."""
@@ -162,9 +168,7 @@ class KafkaSource:
         with self._lock:
             self._positions.update(offsets)
         assigned = self._consumer.assignment()
-        self._apply_positions(
-            tp for tp in assigned if (tp.topic, tp.partition) in offsets
-        )
+        self._apply_positions(tp for tp in assigned if (tp.topic, tp.partition) in offsets)
 
     def commit(self, offsets: Offsets) -> None:
         if not offsets:
@@ -253,16 +257,32 @@ class KafkaAdmin:
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.retry_timeout_s = retry_timeout_s
-        config = {
+        self._config = {
             "request_timeout_ms": 10000,
+            "bootstrap_timeout_ms": 10000,
             **(extra_config or {}),
             "bootstrap_servers": bootstrap_servers,
         }
-        try:
-            self._admin = KafkaAdminClient(**config)
-        except KafkaError as exc:
-            msg = f"cannot reach Kafka at {bootstrap_servers}: {exc}"
-            raise ConnectorError(msg) from exc
+        # Created on first use, so that wait_ready can wait for a broker still starting.
+        self._admin_client: KafkaAdminClient | None = None
+
+    @property
+    def _admin(self) -> KafkaAdminClient:
+        return self._connect()
+
+    def _connect(self, bootstrap_timeout_ms: int | None = None) -> KafkaAdminClient:
+        if self._admin_client is None:
+            config = dict(self._config)
+            if bootstrap_timeout_ms is not None:
+                config["bootstrap_timeout_ms"] = min(
+                    config["bootstrap_timeout_ms"], bootstrap_timeout_ms
+                )
+            try:
+                self._admin_client = KafkaAdminClient(**config)
+            except KafkaError as exc:
+                msg = f"cannot reach Kafka at {self.bootstrap_servers}: {exc}"
+                raise ConnectorError(msg) from exc
+        return self._admin_client
 
     def _retrying(self, timeout_s: float | None = None) -> Retrying:
         return Retrying(
@@ -275,8 +295,11 @@ class KafkaAdmin:
     def wait_ready(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Block until the cluster answers ``describe_cluster`` with a broker; return it."""
 
+        deadline = time.monotonic() + timeout_s
+
         def attempt() -> dict[str, Any]:
-            info = self._admin.describe_cluster()
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            info = self._connect(bootstrap_timeout_ms=max(remaining_ms, 500)).describe_cluster()
             if not info.get("brokers"):
                 msg = "cluster has no live brokers yet"
                 raise ConnectorError(msg)
@@ -347,4 +370,6 @@ class KafkaAdmin:
         return dict(sorted(out.items()))
 
     def close(self) -> None:
-        self._admin.close()
+        if self._admin_client is not None:
+            self._admin_client.close()
+            self._admin_client = None

@@ -232,7 +232,9 @@ def ensure_kafka_jars(libs_dir: Path | None = None, *, timeout_s: float = 900.0)
             raise ServiceStartError(msg)
         work = libs.parent
         pom = work / "pom.xml"
-        pom.write_bytes(importlib.resources.files("connectors").joinpath("kafka_pom.xml").read_bytes())
+        pom.write_bytes(
+            importlib.resources.files("connectors").joinpath("kafka_pom.xml").read_bytes()
+        )
         staging = work / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         cmd = [
@@ -248,7 +250,9 @@ def ensure_kafka_jars(libs_dir: Path | None = None, *, timeout_s: float = 900.0)
         jars = list(staging.glob("*.jar")) if staging.is_dir() else []
         if res.returncode != 0 or not any(j.name.startswith("kafka_2.13-") for j in jars):
             output = (res.stdout + res.stderr).decode(errors="replace").splitlines()[-20:]
-            msg = f"fetching the Kafka jars with mvn failed (exit {res.returncode}):\n" + "\n".join(output)
+            msg = f"fetching the Kafka jars with mvn failed (exit {res.returncode}):\n" + "\n".join(
+                output
+            )
             raise ServiceStartError(msg)
         shutil.rmtree(libs, ignore_errors=True)
         os.replace(staging, libs)
@@ -345,7 +349,16 @@ def _start_kafka(d: Path, timeout_s: float) -> dict[str, Any]:
         msg = f"formatting Kafka storage failed (exit {fmt.returncode}):\n" + "\n".join(output)
         raise ServiceStartError(msg)
     proc = _spawn(
-        [*common, "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-cp", classpath, "kafka.Kafka", str(props)],
+        [
+            *common,
+            "-Xms512m",
+            "-Xmx1g",
+            "-XX:+UseG1GC",
+            "-cp",
+            classpath,
+            "kafka.Kafka",
+            str(props),
+        ],
         run_dir,
         out_file,
     )
@@ -528,6 +541,7 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         if args.command == "up":
             for key, value in up(args.state_dir).items():

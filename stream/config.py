@@ -37,6 +37,7 @@ class Settings(BaseSettings):
 
     detector: str = Field("adwin", description="Drift detector on the per-event loss: adwin, ddm, eddm, page_hinkley, kswin, hddm_a, hddm_w.")
     detector_params: dict[str, Any] = Field(default_factory=dict, description="Detector parameters (JSON).")
+    drift_direction: str = Field("increase", description="Alert when the loss rises ('increase') or on any change ('both').")
     drift_reaction: str = Field("learner", description="On drift: 'learner' calls the learner's on_drift hook; 'none' only alerts.")
     rolling_window: int = Field(1000, ge=10, description="Window of the rolling accuracy and kappa.")
 
@@ -89,6 +90,13 @@ class Settings(BaseSettings):
 
         if v not in DETECTORS:
             raise ValueError(f"choose one of {sorted(DETECTORS)}")
+        return v
+
+    @field_validator("drift_direction")
+    @classmethod
+    def _direction(cls, v: str) -> str:
+        if v not in ("increase", "both"):
+            raise ValueError("choose 'increase' or 'both'")
         return v
 
     @field_validator("drift_reaction")

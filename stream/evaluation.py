@@ -14,8 +14,8 @@ class Prequential:
         self.window = window
         self.accuracy = metrics.Accuracy()
         self.kappa = metrics.CohenKappa()
-        self.rolling_accuracy = utils.Rolling(metrics.Accuracy(), window_size=window)
-        self.rolling_kappa = utils.Rolling(metrics.CohenKappa(), window_size=window)
+        self.rolling_accuracy = utils.Rolling(metrics.Accuracy, window_size=window)
+        self.rolling_kappa = utils.Rolling(metrics.CohenKappa, window_size=window)
         self.n = 0
 
     def update(self, y_true: Hashable, y_pred: Hashable | None) -> None:

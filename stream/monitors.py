@@ -51,17 +51,30 @@ def make_detector(name: str, params: dict[str, Any], seed: int = 0) -> Any:
 class LossMonitor:
     """Feeds the per-event 0/1 loss to a detector and reports each drift with context.
 
-    ``loss_before`` is the mean loss over the ``window`` events that preceded the last
-    drift (or the stream start) up to the detection, ``loss_after`` the mean over the most
-    recent ``window // 10`` events: the jump an operator wants to see in the alert.
+    ``loss_before`` is the detector's window estimate just before the detection where it
+    keeps one (ADWIN), else the mean loss since the previous drift; ``loss_after`` is the
+    mean over the last ``window // 10`` events, which a detection a few hundred events
+    after a change covers with the new concept. Detectors also fire when the loss *falls* (the model
+    recovered, or the stream got easier); with ``direction="increase"`` (the default)
+    those are not reported, since nobody needs paging for a model getting better.
     """
 
-    def __init__(self, name: str = "adwin", params: dict[str, Any] | None = None, seed: int = 0, window: int = 1000):
+    def __init__(
+        self,
+        name: str = "adwin",
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        window: int = 1000,
+        direction: str = "increase",
+    ):
+        if direction not in ("increase", "both"):
+            raise ConfigError(f"drift_direction: choose 'increase' or 'both', got {direction!r}")
         self.name = name
         self.params = dict(params or {})
         self.window = window
+        self.direction = direction
         self._detector = make_detector(name, self.params, seed)
-        self._recent: deque[float] = deque(maxlen=window)
+        self._recent: deque[float] = deque(maxlen=max(1, window // 10))
         self._since_drift_sum = 0.0
         self._since_drift_n = 0
 
@@ -69,17 +82,15 @@ class LossMonitor:
         self._recent.append(loss)
         self._since_drift_sum += loss
         self._since_drift_n += 1
+        before = getattr(self._detector, "estimation", None)
         self._detector.update(loss)
         if not self._detector.drift_detected:
             return None
-        tail = list(self._recent)[-max(1, self.window // 10) :]
-        found = Drift(
-            detector=self.name,
-            event_index=event_index,
-            loss_before=self._since_drift_sum / self._since_drift_n,
-            loss_after=sum(tail) / len(tail),
-            window=self.window,
-        )
+        if before is None:
+            before = self._since_drift_sum / self._since_drift_n
+        after = sum(self._recent) / len(self._recent)
         self._since_drift_sum = 0.0
         self._since_drift_n = 0
-        return found
+        if self.direction == "increase" and after <= before:
+            return None
+        return Drift(self.name, event_index, float(before), after, self.window)

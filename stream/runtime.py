@@ -114,7 +114,9 @@ class Pipeline:
 
         self.learner: Learner = learner_factory()
         self.metrics = Prequential(settings.rolling_window)
-        self.monitor = LossMonitor(settings.detector, settings.detector_params, settings.seed, settings.rolling_window)
+        self.monitor = LossMonitor(
+            settings.detector, settings.detector_params, settings.seed, settings.rolling_window, settings.drift_direction
+        )
         self.offsets: dict[TopicPartition, int] = {}
         self.model_version = 0
         self.next_alert_id = 0
@@ -175,7 +177,9 @@ class Pipeline:
         stop = stop or threading.Event()
         try:
             while not stop.is_set():
-                limit = self.settings.batch_size
+                # Cut micro-batches on a fixed grid of record counts, so that replaying a
+                # backlog after a restore forms the same batches as the first pass did.
+                limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
                 if max_events is not None:
                     remaining = max_events - self.counters.events
                     if remaining <= 0:

@@ -79,15 +79,16 @@ class StatusLine:
 
 
 class _Rate:
-    """Events per second over the last few seconds."""
+    """Events per second over the last few seconds (or since the previous reading, if older)."""
 
-    def __init__(self) -> None:
+    def __init__(self, horizon_s: float = 3.0) -> None:
+        self._horizon_s = horizon_s
         self._points: list[tuple[float, int]] = []
 
     def update(self, count: int) -> float:
         now = time.monotonic()
         self._points.append((now, count))
-        # keep at least the previous point, so a slow refresh still yields a rate
-        self._points = self._points[:-2] and [(t, c) for t, c in self._points[:-2] if now - t <= 3.0] + self._points[-2:] or self._points[-2:]
+        while len(self._points) > 2 and now - self._points[0][0] > self._horizon_s:
+            self._points.pop(0)
         t0, c0 = self._points[0]
         return (count - c0) / (now - t0) if now > t0 else 0.0

@@ -1,0 +1,184 @@
+"""The runtime loop on the in-process log and the directory store (no services)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from river import tree
+
+from connectors.directory import DirectoryStore
+from connectors.exceptions import StoreUnavailableError
+from connectors.memory import InMemoryLog
+from learners.registry import make_learner
+from stream.config import load_settings
+from stream.events import Event
+from stream.runtime import Pipeline
+from stream.snapshot import open_snapshot
+from stream.synth import sea_stream
+
+KEY = b"0123456789abcdef0123456789abcdef"
+LEARNER = "river:tree.HoeffdingTreeClassifier"
+
+
+def _events(n, seed=7, drift_every=20_000):
+    return [Event(id=f"e{i}", x=x, y=y) for i, (x, y) in enumerate(sea_stream(n, seed, drift_every))]
+
+
+def _pipeline(log, store, **kw):
+    settings = load_settings(learner=LEARNER, pipeline="t", batch_timeout_ms=1, **kw)
+    return Pipeline(
+        settings,
+        lambda: make_learner(LEARNER, {}, 0),
+        log.consumer(["events"], "g"),
+        log.producer(),
+        store,
+        KEY,
+    )
+
+
+def _feed(log, events, topic="events"):
+    sink = log.producer()
+    for ev in events:
+        sink.send(topic, ev.to_json())
+
+
+def _topic(log, topic):
+    consumer = log.consumer([topic], "reader")
+    out = []
+    while batch := consumer.poll(10_000, 1):
+        out.extend(json.loads(r.value) for r in batch)
+    return out
+
+
+@pytest.mark.parametrize("batch", [1, 64])
+def test_is_prequential_per_micro_batch_and_matches_river(tmp_path, batch):
+    events = _events(3000)
+    log = InMemoryLog()
+    _feed(log, events)
+    pipe = _pipeline(log, DirectoryStore(tmp_path), batch_size=batch)
+    pipe.run(max_events=3000)
+
+    # the whole micro-batch is predicted before any of it is learned
+    model, correct = tree.HoeffdingTreeClassifier(), 0
+    for start in range(0, 3000, batch):
+        chunk = events[start : start + batch]
+        correct += sum(model.predict_one(ev.x) == ev.y for ev in chunk)
+        for ev in chunk:
+            model.learn_one(ev.x, ev.y)
+    assert pipe.counters.events == 3000 and pipe.counters.labelled == 3000
+    assert pipe.metrics.accuracy.get() == correct / 3000
+    preds = _topic(log, "predictions")
+    assert [p["id"] for p in preds] == [f"e{i}" for i in range(3000)]
+
+
+def test_bad_events_go_to_dead_letter_with_reason_and_nothing_stops(tmp_path):
+    log = InMemoryLog()
+    sink = log.producer()
+    good = _events(10)
+    for ev in good[:5]:
+        sink.send("events", ev.to_json())
+    sink.send("events", b"{not json")
+    sink.send("events", b'{"id": "n", "x": {"a": NaN}, "y": 1}')
+    for ev in good[5:]:
+        sink.send("events", ev.to_json())
+    pipe = _pipeline(log, DirectoryStore(tmp_path))
+    pipe.run(max_events=10)
+
+    dead = _topic(log, "dead-letter")
+    assert [(d["offset"], d["reason"][:14]) for d in dead] == [(5, "not valid JSON"), (6, "'x.a' must be ")]
+    assert dead[0]["value_b64"] == "e25vdCBqc29u"
+    assert pipe.counters.events == 10 and pipe.counters.dead_letters == 2
+    assert pipe.offsets == {("events", 0): 12}
+
+
+def test_detects_each_abrupt_concept_change_within_2000_events(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(60_000))
+    alerts = []
+    pipe = _pipeline(log, DirectoryStore(tmp_path))
+    pipe.on_alert = alerts.append
+    pipe.run(max_events=60_000)
+    for change in (20_000, 40_000):
+        assert any(change <= a.event_index < change + 2000 for a in alerts), (change, pipe.drift_points)
+    sent = _topic(log, "alerts")
+    assert [a["event_index"] for a in sent] == [a.event_index for a in alerts]
+    assert all(a.loss_after > a.loss_before for a in alerts)
+
+
+def test_restore_gives_identical_predictions_and_resumes_at_the_stored_offset(tmp_path):
+    events = _events(5000)
+    probe = [e.x for e in _events(200, seed=99)]
+
+    straight_log = InMemoryLog()
+    _feed(straight_log, events)
+    straight = _pipeline(straight_log, DirectoryStore(tmp_path / "a"), batch_size=100)
+    straight.run(max_events=5000)
+
+    log = InMemoryLog()
+    _feed(log, events[:3000])
+    store = DirectoryStore(tmp_path / "b")
+    first = _pipeline(log, store, batch_size=100)
+    first.run(max_events=3000)
+    before = first.learner.predict_proba_many(probe)
+
+    _feed(log, events[3000:])
+    second = _pipeline(log, store, batch_size=100)
+    assert second.restore()
+    assert second.learner.predict_proba_many(probe) == before
+    assert second.offsets == {("events", 0): 3000}
+    first_seen = second.source.poll(1, 1)[0]
+    assert first_seen.offset == 3000
+    second.source.seek({("events", 0): 3000})
+    second.run(max_events=5000)
+    assert second.counters.events == 5000
+    assert second.learner.predict_proba_many(probe) == straight.learner.predict_proba_many(probe)
+    assert second.metrics.accuracy.get() == straight.metrics.accuracy.get()
+
+
+def test_checkpoints_every_n_events_and_commits_offsets_after_the_snapshot(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(2500))
+    store = DirectoryStore(tmp_path)
+    pipe = _pipeline(log, store, checkpoint_every_events=1000, batch_size=100)
+    pipe.run(max_events=2500)
+    # 1000, 2000, then the final one at 2500
+    assert store.versions("t")[-3:] == [1, 2, 3]
+    header, _ = open_snapshot(store.load("t", 2), KEY)
+    assert header.events_seen == 2000 and header.offsets == {"events:0": 2000}
+    assert log.committed("g") == {("events", 0): 2500}
+
+
+class _DownStore(DirectoryStore):
+    def __init__(self, root):
+        super().__init__(root)
+        self.down = True
+
+    def save(self, pipeline, blob, *, fencing_token=None):
+        if self.down:
+            raise StoreUnavailableError("store down")
+        return super().save(pipeline, blob, fencing_token=fencing_token)
+
+
+def test_store_outage_keeps_learning_and_never_commits_past_the_last_snapshot(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(3000))
+    store = _DownStore(tmp_path)
+    pipe = _pipeline(log, store, checkpoint_every_events=500, batch_size=100)
+    for _ in range(10):
+        pipe.step()
+    assert pipe.counters.events == 1000 and pipe.counters.checkpoint_failures >= 1
+    assert log.committed("g") == {}
+    store.down = False
+    pipe._retry_at = 0.0  # skip the backoff wait
+    pipe.run(max_events=3000)
+    assert log.committed("g") == {("events", 0): 3000}
+
+
+def test_final_checkpoint_raises_when_the_store_stays_down(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(10))
+    pipe = _pipeline(log, _DownStore(tmp_path))
+    with pytest.raises(StoreUnavailableError):
+        pipe.run(max_events=10)
+    assert log.committed("g") == {}

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable
+
+import pytest
+from river import naive_bayes
+from river.datasets import synth as river_synth
+
+from stream import synth
+from stream.synth import Event, drift_points, make_stream, sea_stream
+
+
+def _error(events: Iterable[Event], predict: Callable[[dict[str, float]], int]) -> float:
+    events = list(events)
+    return sum(predict(x) != y for x, y in events) / len(events)
+
+
+def _window(name: str, n: int, start: int, stop: int, **kw: object) -> list[Event]:
+    return list(itertools.islice(make_stream(name, n, seed=3, **kw), start, stop))
+
+
+@pytest.mark.parametrize("name", [*synth.PAPER_STREAMS, "sea"])
+def test_same_seed_same_events_other_seed_differs(name: str) -> None:
+    kw = {"drift_every": 500} if name == "sea" else {}
+    a = list(make_stream(name, 2_000, seed=11, **kw))
+    b = list(make_stream(name, 2_000, seed=11, **kw))
+    c = list(make_stream(name, 2_000, seed=12, **kw))
+    assert len(a) == 2_000
+    assert a == b
+    assert a != c
+
+
+@pytest.mark.parametrize("name", synth.PAPER_STREAMS)
+def test_event_shape(name: str) -> None:
+    info = synth.STREAMS[name]
+    for x, y in make_stream(name, 300, seed=1):
+        assert list(x) == [f"x{i}" for i in range(info.n_features)]
+        assert all(isinstance(v, int | float) for v in x.values())
+        assert type(y) is int
+        assert y in info.classes
+
+
+def test_first_labels_pinned_under_seed_7() -> None:
+    labels = {name: [y for _, y in make_stream(name, 10, seed=7)] for name in synth.PAPER_STREAMS}
+    assert labels == {
+        "led_a": [6, 2, 5, 4, 6, 0, 4, 8, 1, 1],
+        "led_g": [6, 2, 5, 4, 6, 0, 4, 8, 1, 1],
+        "sea_a": [1, 1, 1, 1, 1, 1, 0, 0, 0, 1],
+        "sea_g": [1, 1, 1, 1, 1, 1, 0, 0, 0, 1],
+        "rbf_m": [0, 1, 0, 1, 0, 0, 0, 1, 0, 1],
+        "rbf_f": [0, 1, 0, 1, 0, 0, 0, 1, 0, 1],
+    }
+    x0, _ = next(make_stream("sea_a", 1, seed=7))
+    assert x0["x0"] == pytest.approx(3.238328, abs=1e-6)
+
+
+def test_drift_points() -> None:
+    assert drift_points("sea_a", 1_000_000) == [249_975, 499_975, 749_975]
+    assert drift_points("led_a", 1_000_000) == [249_975, 499_975, 749_975]
+    assert drift_points("sea_g", 1_000_000) == [225_000, 475_000, 725_000]
+    assert drift_points("led_g", 1_000_000) == [225_000, 475_000, 725_000]
+    assert drift_points("rbf_m", 1_000_000) == []
+    # a prefix keeps the paper's absolute positions
+    assert drift_points("sea_a", 100_000) == []
+    assert drift_points("led_g", 500_000) == [225_000, 475_000]
+    assert drift_points("sea_a", 100_000, scale=True) == [24_998, 49_998, 74_998]
+    assert drift_points("sea", 60_000, drift_every=20_000) == [20_000, 40_000]
+
+
+def test_unknown_stream_and_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown stream"):
+        make_stream("nope", 10, 0)
+    with pytest.raises(ValueError, match="drift_every"):
+        make_stream("sea", 10, 0)
+    with pytest.raises(ValueError):
+        sea_stream(10, 0, drift_every=0)
+    with pytest.raises(ValueError):
+        make_stream("sea_a", 10, 0, noise=2.0)
+
+
+def test_sigmoid_switch_has_no_overflow_at_width_1() -> None:
+    # river's ConceptDriftStream raises OverflowError here
+    assert synth.drift_probability(1, 1_000_000, 1) == 0.0
+    assert synth.drift_probability(1_000_000, 1, 1) == 1.0
+    assert synth.drift_probability(50, 50, 10) == 0.5
+    before = iter([({"x0": 0.0}, 0)] * 100)
+    after = iter([({"x0": 1.0}, 1)] * 100)
+    ys = [y for _, y in itertools.islice(synth.concept_drift(before, after, 50, 1), 100)]
+    assert ys[:49] == [0] * 49
+    assert ys[51:] == [1] * 49
+
+
+def test_sea_abrupt_concept_changes_at_the_paper_position() -> None:
+    # function 1 (x0 + x1 > 8) is right before 249,975; function 2 (> 9) after
+    f1 = _threshold(8.0)
+    events = _window("sea_a", 252_000, 245_000, 252_000)
+    before, after = events[:4_900], events[5_100:]
+    assert _error(before, f1) == pytest.approx(0.10, abs=0.02)
+    # 8.5% of inputs change label; with 10% noise that adds about 6.8 points
+    assert _error(after, f1) - _error(before, f1) > 0.04
+
+
+def _threshold(t: float) -> Callable[[dict[str, float]], int]:
+    return lambda x: int(x["x0"] + x["x1"] > t)
+
+
+@pytest.mark.parametrize(("name", "settle"), [("sea_a", 100), ("sea_g", 3_000)])
+def test_scaled_sea_follows_functions_1_2_4_1(name: str, settle: int) -> None:
+    n = 40_000
+    events = list(make_stream(name, n, seed=3, scale=True))
+    points = drift_points(name, n, scale=True)
+    assert len(points) == 3
+    thresholds = [8.0, 9.0, 9.5, 8.0]
+    for k, p in enumerate(points):
+        old = _threshold(thresholds[k])
+        before = events[p - settle - 2_000 : p - settle]
+        after = events[p + settle : p + settle + 2_000]
+        assert _error(before, old) == pytest.approx(0.10, abs=0.025), (k, p)
+        # the two thresholds disagree on 4.6% (9 vs 9.5) to 14.4% (9.5 vs 8) of inputs
+        assert _error(after, old) > _error(before, old) + 0.02, (k, p)
+        assert _error(after, _threshold(thresholds[k + 1])) == pytest.approx(0.10, abs=0.025)
+
+
+@pytest.mark.parametrize(("name", "settle"), [("led_a", 100), ("led_g", 3_000)])
+def test_scaled_led_concept_changes_at_each_drift_point(name: str, settle: int) -> None:
+    n = 40_000
+    events = list(make_stream(name, n, seed=3, scale=True))
+    points = drift_points(name, n, scale=True)
+    assert len(points) == 3
+    for p in points:
+        model = naive_bayes.GaussianNB()
+        for x, y in events[p - 8_000 : p - settle]:
+            model.learn_one(x, y)
+        err_before = _error(events[p - settle - 2_000 : p - settle], model.predict_one)
+        err_after = _error(events[p + settle : p + settle + 2_000], model.predict_one)
+        assert err_after > err_before + 0.03, (name, p, err_before, err_after)
+
+
+def test_rbf_concept_moves_at_its_speed() -> None:
+    def frozen_errors(name: str, **kw: float) -> tuple[float, float]:
+        events = list(make_stream(name, 30_000, seed=3, **kw))
+        model = naive_bayes.GaussianNB()
+        for x, y in events[:3_000]:
+            model.learn_one(x, y)
+        return _error(events[3_000:5_000], model.predict_one), _error(
+            events[20_000:], model.predict_one
+        )
+
+    near, far = frozen_errors("rbf_m")
+    assert far > near + 0.15
+    near, far = frozen_errors("rbf_m", change_speed=0.0)
+    assert far == pytest.approx(near, abs=0.04)
+    # at 1e-3 per event the centroids cross the unit cube every ~1,000 events
+    near_fast, _ = frozen_errors("rbf_f")
+    assert near_fast > near + 0.1
+
+
+def test_rbf_matches_river_event_for_event() -> None:
+    ours = list(make_stream("rbf_f", 3_000, seed=5, change_speed=0.05))
+    theirs = [
+        ({f"x{k}": v for k, v in x.items()}, y)
+        for x, y in river_synth.RandomRBFDrift(
+            seed_model=5, seed_sample=5, change_speed=0.05, n_drift_centroids=50
+        ).take(3_000)
+    ]
+    assert ours == theirs
+
+
+def test_sea_stream_changes_every_drift_every() -> None:
+    events = list(sea_stream(60_000, seed=7, drift_every=20_000))
+    assert len(events) == 60_000
+    for k, (start, t_right, t_wrong) in enumerate(
+        [(0, 7.0, 9.5), (20_000, 9.5, 7.0), (40_000, 7.0, 9.5)]
+    ):
+        window = events[start : start + 20_000]
+        assert _error(window, _threshold(t_right)) == pytest.approx(0.10, abs=0.01), k
+        # thresholds 7 and 9.5 disagree on about 20% of inputs
+        assert _error(window, _threshold(t_wrong)) > 0.25, k
