@@ -192,13 +192,15 @@ class KafkaSink:
 
     Delivery errors arrive asynchronously; the first one is raised by the next
     :meth:`flush` (or :meth:`send`), so a caller that flushes before committing progress
-    never commits past a lost record.
+    never commits past a lost record. The idempotent producer treats a rejected batch as
+    fatal and fails everything after it, so the sink then replaces its producer: one
+    poisoned record costs one error, not the rest of the worker's life.
     """
 
     def __init__(
         self, bootstrap_servers: str | list[str], *, extra_config: Mapping[str, Any] | None = None
     ) -> None:
-        config: dict[str, Any] = {
+        self._config: dict[str, Any] = {
             "linger_ms": 5,
             "acks": "all",
             **(extra_config or {}),
@@ -206,23 +208,39 @@ class KafkaSink:
         }
         self._error: BaseException | None = None
         self._error_lock = threading.Lock()
+        # Errors from a producer already replaced must not fail the new one.
+        self._generation = 0
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> KafkaProducer:
         try:
-            self._producer = KafkaProducer(**config)
+            return KafkaProducer(**self._config)
         except KafkaError as exc:
-            msg = f"cannot connect a producer to Kafka at {bootstrap_servers}: {exc}"
+            msg = (
+                f"cannot connect a producer to Kafka at {self._config['bootstrap_servers']}: {exc}"
+            )
             raise ConnectorError(msg) from exc
 
-    def _on_error(self, exc: BaseException) -> None:
+    def _on_error(self, generation: int, exc: BaseException) -> None:
         with self._error_lock:
-            if self._error is None:
+            if generation == self._generation and self._error is None:
                 self._error = exc
 
     def _raise_pending(self) -> None:
         with self._error_lock:
             exc, self._error = self._error, None
-        if exc is not None:
-            msg = f"a record was not delivered: {exc}"
-            raise ConnectorError(msg) from exc
+            if exc is not None:
+                self._generation += 1
+        if exc is None:
+            return
+        log.warning("replacing the Kafka producer after a delivery error: %s", exc)
+        old, self._producer = self._producer, self._new_producer()
+        try:
+            old.close(timeout=5)
+        except Exception as close_exc:  # the old producer is broken already
+            log.debug("closing the failed producer: %s", close_exc)
+        msg = f"a record was not delivered: {exc}"
+        raise ConnectorError(msg) from exc
 
     def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self._raise_pending()
@@ -231,7 +249,7 @@ class KafkaSink:
         except KafkaError as exc:
             msg = f"sending to {topic!r} failed: {exc}"
             raise ConnectorError(msg) from exc
-        future.add_errback(self._on_error)
+        future.add_errback(self._on_error, self._generation)
 
     def flush(self, timeout_s: float | None = None) -> None:
         try:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from learners.base import Classifier, Features, Label, validate_batch
+from learners.base import Classifier, Features, Label, validate_batch, validate_y
 from learners.features import FeatureSpace, LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -20,6 +20,8 @@ _BETA2 = 0.999
 _EPS = 1e-8
 # logit bias that switches off a padded (not yet seen) class
 _NEG = -1e9
+# weight of the newest micro-batch in each expert's running accuracy
+_ACC_DECAY = 0.05
 
 _EXPERT_PARAMS = ("w1", "b1", "w2", "b2")
 _ROUTER_PARAMS = ("r1", "rb1", "r2", "rb2")
@@ -182,6 +184,7 @@ class NeuralDriftMoE(Classifier):
         self._flat, self._p = self._alloc(self._d_cap, self._c_cap)
         self._mflat, self._m = self._alloc(self._d_cap, self._c_cap)
         self._vflat, self._v = self._alloc(self._d_cap, self._c_cap)
+        self._gflat, self._g = self._alloc(self._d_cap, self._c_cap)
         for j in range(k):
             self._init_expert(j, d, c)
         self._p["r1"][:d] = self._init_uniform((d, hr), d, hr)
@@ -201,6 +204,7 @@ class NeuralDriftMoE(Classifier):
                 views[name][tuple(slice(0, s) for s in t.shape)] = t
             setattr(self, flat_attr, flat)
             setattr(self, view_attr, views)
+        self._gflat, self._g = self._alloc(dc, cc)
         old_cc = self._c_cap
         self._d_cap, self._c_cap = dc, cc
         self._lr = self._lr_buffer()
@@ -255,54 +259,50 @@ class NeuralDriftMoE(Classifier):
         self._flat.addcdiv_(m * self._lr / bc1, denom, value=-1.0)
 
     def _train_step(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> None:
-        """One optimiser step for the experts and one for the router on a micro-batch.
+        """One optimiser step for the experts and the router on one micro-batch.
 
-        ``rows`` is 1 for real rows and 0 for padding, so a fixed-size step can take fewer rows.
+        ``rows`` is 1 for real rows and 0 for padding, so a fixed-size (graph-captured) step
+        can take fewer rows. Gradients are derived by hand and written straight into the flat
+        gradient buffer: no autograd tape, no host sync, so the step can be captured whole.
         """
-        p = self._p
+        p, gr = self._p, self._g
         k = self.n_experts
         a1, h1, probs, hr, g = self._forward(x)
         n = rows.sum().clamp_min(1.0)
-        c = probs.shape[2]
-        y_oh = torch.nn.functional.one_hot(y, c).to(probs.dtype)  # (B, C)
+        y_oh = torch.zeros_like(probs[0]).scatter_(1, y.unsqueeze(1), 1.0)  # (B, C)
 
-        # correctness mask: expert argmax == y, else the expert giving y the most probability
-        pred = probs.argmax(dim=2)  # (K, B)
-        correct = (pred == y.unsqueeze(0)).to(probs.dtype)  # (K, B)
-        p_y = (probs * y_oh.unsqueeze(0)).sum(dim=2)  # (K, B)
-        best = torch.nn.functional.one_hot(p_y.argmax(dim=0), k).T.to(probs.dtype)
-        none = (correct.sum(dim=0, keepdim=True) == 0).to(probs.dtype)
-        mask = correct + none * best  # (K, B)
+        # multi-hot mask: expert argmax == y; if none is right, the expert giving y most mass
+        correct = (probs.argmax(dim=2) == y.unsqueeze(0)).to(probs.dtype)  # (K, B)
+        p_y = (probs * y_oh).sum(dim=2)  # (K, B)
+        best = torch.zeros_like(p_y).scatter_(0, p_y.argmax(dim=0, keepdim=True), 1.0)
+        none = correct.sum(dim=0, keepdim=True) == 0
+        mask = torch.where(none, best, correct)  # (K, B)
 
-        # which experts learn each row
+        # which experts learn each row: all of them, or the router's top-k
         if self.top_k is None or self.top_k >= k:
-            w = rows.unsqueeze(0).expand(k, -1)
+            w = (rows / n).unsqueeze(0)
         else:
             top = g.topk(self.top_k, dim=1).indices  # (B, top_k)
             sel = torch.zeros_like(g).scatter_(1, top, 1.0)  # (B, K)
-            w = sel.T * rows.unsqueeze(0)
-        dlogits = (probs - y_oh.unsqueeze(0)) * (w / n).unsqueeze(2)  # (K, B, C)
-        gw2 = torch.bmm(h1.transpose(1, 2), dlogits)
-        gb2 = dlogits.sum(dim=1)
-        dh1 = torch.bmm(dlogits, p["w2"].transpose(1, 2)) * (a1 > 0)
-        gw1 = torch.matmul(x.T, dh1)
-        gb1 = dh1.sum(dim=1)
+            w = sel.T * (rows / n).unsqueeze(0)
+        dlogits = (probs - y_oh) * w.unsqueeze(2)  # (K, B, C): softmax cross-entropy
+        torch.bmm(h1.transpose(1, 2), dlogits, out=gr["w2"])
+        torch.sum(dlogits, dim=1, out=gr["b2"])
+        dh1 = torch.bmm(dlogits, p["w2"].transpose(1, 2)).mul_(a1 > 0)
+        torch.matmul(x.T, dh1, out=gr["w1"])
+        torch.sum(dh1, dim=1, out=gr["b1"])
 
-        # router: BCE against the multi-hot mask
-        dg = (torch.sigmoid(g) - mask.T) * (rows / (n * k)).unsqueeze(1)  # (B, K)
-        gr2 = hr.T @ dg
-        grb2 = dg.sum(dim=0)
-        dhr = (dg @ p["r2"].T) * (hr > 0)
-        gr1 = x.T @ dhr
-        grb1 = dhr.sum(dim=0)
+        # router: binary cross-entropy against the mask
+        dg = (torch.sigmoid(g) - mask.T).mul_((rows / (n * k)).unsqueeze(1))  # (B, K)
+        torch.mm(hr.T, dg, out=gr["r2"])
+        torch.sum(dg, dim=0, out=gr["rb2"])
+        dhr = torch.mm(dg, p["r2"].T).mul_(hr > 0)
+        torch.mm(x.T, dhr, out=gr["r1"])
+        torch.sum(dhr, dim=0, out=gr["rb1"])
 
-        self._adam(
-            torch.cat(
-                [t.reshape(-1) for t in (gw1, gb1, gw2, gb2, gr1, grb1, gr2, grb2)]
-            )
-        )
+        self._adam(self._gflat)
         acc = (correct * rows.unsqueeze(0)).sum(dim=1) / n
-        self._acc.mul_(0.99).add_(acc, alpha=0.01)
+        self._acc.mul_(1.0 - _ACC_DECAY).add_(acc, alpha=_ACC_DECAY)
 
     # ------------------------------------------------------------------ API
     def _to_tensor(self, z: np.ndarray) -> torch.Tensor:
@@ -311,7 +311,11 @@ class NeuralDriftMoE(Classifier):
         return torch.from_numpy(out).to(self._dev)
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
-        validate_batch(X, y)
+        # feature values are validated by the feature space in the same pass that reads them
+        if len(X) != len(y):
+            validate_batch(X, y)
+        for i, label in enumerate(y):
+            validate_y(label, f"y[{i}]")
         if not X:
             return
         z = self._features.update_and_transform(X)
@@ -327,8 +331,8 @@ class NeuralDriftMoE(Classifier):
         self._n_seen += len(X)
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
-        validate_batch(X)
         if not self._p or not X:
+            validate_batch(X)
             return [{} for _ in X]
         z = self._features.transform(X)
         with torch.inference_mode():
@@ -339,8 +343,8 @@ class NeuralDriftMoE(Classifier):
         return [dict(zip(labels, row.tolist(), strict=True)) for row in mix]
 
     def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
-        validate_batch(X)
         if not self._p or not X:
+            validate_batch(X)
             return [None for _ in X]
         z = self._features.transform(X)
         with torch.inference_mode():

@@ -11,11 +11,14 @@ a missing numeric feature is imputed with its mean, i.e. 0 after standardising.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from learners.exceptions import InvalidInputError
 
 #: standardised values are clipped to this many standard deviations
 CLIP_SD = 10.0
@@ -23,6 +26,9 @@ CLIP_SD = 10.0
 _HASH_CACHE_MAX = 200_000
 
 _NUM, _CAT, _HASH = 0, 1, 2
+# value types taken by the vectorised path (exact types: subclasses go item by item)
+_PLAIN_NUMBERS = frozenset({float, int, bool})
+_NUMBER = (int, float, np.integer, np.floating)
 
 
 class FeatureSpace:
@@ -108,66 +114,140 @@ class FeatureSpace:
             self._bucket_cache[key] = b
         return b
 
-    def _column(self, name: str, value: Any, grow: bool) -> int:
-        """Column of one (feature, value) pair; -1 when unknown and not growing."""
-        if isinstance(value, str):
-            if self.hash_dim is not None:
-                b = self._bucket(name, value)
-                col = self._hash_index.get(b)
-                if col is None:
-                    if not grow:
-                        return -1
-                    col = self._add_column(f"hash_{b}", _HASH, b)
-                    self._hash_index[b] = col
-                return col
-            ckey = (name, value)
-            col = self._cat_index.get(ckey)
-            if col is None:
-                if not grow:
-                    return -1
-                col = self._add_column(f"{name}={value}", _CAT, [name, value])
-                self._cat_index[ckey] = col
-            return col
+    def _numeric_column(self, name: str, grow: bool, row: int) -> int:
         col = self._num_index.get(name)
         if col is None:
+            if not isinstance(name, str):
+                raise InvalidInputError(f"X[{row}]: feature names must be strings, got {name!r}")
             if not grow:
                 return -1
             col = self._add_column(name, _NUM, name)
             self._num_index[name] = col
         return col
 
+    def _column(self, name: str, value: str, grow: bool, row: int) -> int:
+        """Column of one (string feature, value) pair; -1 when unknown and not growing."""
+        if not isinstance(name, str):
+            raise InvalidInputError(f"X[{row}]: feature names must be strings, got {name!r}")
+        if self.hash_dim is not None:
+            b = self._bucket(name, value)
+            col = self._hash_index.get(b)
+            if col is None:
+                if not grow:
+                    return -1
+                col = self._add_column(f"hash_{b}", _HASH, b)
+                self._hash_index[b] = col
+            return col
+        ckey = (name, value)
+        col = self._cat_index.get(ckey)
+        if col is None:
+            if not grow:
+                return -1
+            col = self._add_column(f"{name}={value}", _CAT, [name, value])
+            self._cat_index[ckey] = col
+        return col
+
     def _scatter(
         self, X: Sequence[Mapping[str, Any]], grow: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Sparse coordinates of ``X``: rows, columns, values and an is-numeric flag."""
-        rows: list[int] = []
-        cols: list[int] = []
-        vals: list[float] = []
-        num_index = self._num_index
+        """Sparse coordinates of ``X``: rows, columns, values and an is-numeric flag.
+
+        Validates as it goes (the message names the row and feature). When growing and a
+        row is invalid, the columns added by this call are removed again, so a rejected
+        batch leaves the space as it was.
+        """
+        dim0 = self.dim
+        try:
+            return self._scatter_unchecked(X, grow)
+        except Exception:
+            if self.dim > dim0:
+                self._truncate(dim0)
+            raise
+
+    def _truncate(self, dim: int) -> None:
+        for col in range(dim, self.dim):
+            kind, key = self._kinds[col], self._keys[col]
+            if kind == _NUM:
+                del self._num_index[key]
+            elif kind == _CAT:
+                del self._cat_index[(key[0], key[1])]
+            else:
+                del self._hash_index[key]
+        del self._names[dim:], self._kinds[dim:], self._keys[dim:]
+        self._count[dim:] = 0.0
+        self._mean[dim:] = 0.0
+        self._m2[dim:] = 0.0
+
+    def _scatter_unchecked(
+        self, X: Sequence[Mapping[str, Any]], grow: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        # Rows sharing one schema of plain numbers (same keys, same order) take a vectorised
+        # path; anything else (strings, numpy scalars, bad values) goes item by item.
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        slow: list[int] = []
         for i, x in enumerate(X):
-            for k, v in x.items():
-                if not isinstance(v, str):
-                    col = num_index.get(k)
-                    if col is None:
-                        col = self._column(k, v, grow)
-                        if col < 0:
-                            continue
-                    rows.append(i)
-                    cols.append(col)
-                    vals.append(float(v))
-                else:
-                    col = self._column(k, v, grow)
-                    if col < 0:
-                        continue
-                    rows.append(i)
-                    cols.append(col)
-                    vals.append(1.0)
-        r = np.asarray(rows, dtype=np.int64)
-        c = np.asarray(cols, dtype=np.int64)
-        v = np.asarray(vals, dtype=np.float64)
+            if not isinstance(x, Mapping):
+                raise InvalidInputError(
+                    f"X[{i}] must be a dict of feature -> value, got {type(x).__name__}"
+                )
+            types = tuple(map(type, x.values()))
+            if _PLAIN_NUMBERS.issuperset(types):
+                groups.setdefault(tuple(x), []).append(i)
+            else:
+                slow.append(i)
+        rs: list[np.ndarray] = []
+        cs: list[np.ndarray] = []
+        vs: list[np.ndarray] = []
+        for keys, idx in groups.items():
+            cols = np.fromiter(
+                (self._numeric_column(k, grow, idx[0]) for k in keys), np.int64, len(keys)
+            )
+            vals = np.array([list(X[i].values()) for i in idx], dtype=np.float64)
+            bad = ~np.isfinite(vals)
+            if bad.any():
+                r, c = np.argwhere(bad)[0]
+                raise InvalidInputError(
+                    f"X[{idx[r]}][{keys[c]!r}] must be finite, got {vals[r, c]!r}"
+                )
+            keep = cols >= 0
+            rs.append(np.repeat(np.asarray(idx, dtype=np.int64), int(keep.sum())))
+            cs.append(np.tile(cols[keep], len(idx)))
+            vs.append(vals[:, keep].ravel())
+        if slow:
+            r_l: list[int] = []
+            c_l: list[int] = []
+            v_l: list[float] = []
+            for i in slow:
+                for k, v in X[i].items():
+                    if isinstance(v, str):
+                        col = self._column(k, v, grow, i)
+                        val = 1.0
+                    elif isinstance(v, _NUMBER):
+                        val = float(v)
+                        if not math.isfinite(val):
+                            raise InvalidInputError(f"X[{i}][{k!r}] must be finite, got {v!r}")
+                        col = self._numeric_column(k, grow, i)
+                    else:
+                        raise InvalidInputError(
+                            f"X[{i}][{k!r}] must be a number, string or bool, "
+                            f"got {type(v).__name__}"
+                        )
+                    if col >= 0:
+                        r_l.append(i)
+                        c_l.append(col)
+                        v_l.append(val)
+            rs.append(np.asarray(r_l, dtype=np.int64))
+            cs.append(np.asarray(c_l, dtype=np.int64))
+            vs.append(np.asarray(v_l, dtype=np.float64))
+        if not cs:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0), np.zeros(0, dtype=bool)
+        r_all = np.concatenate(rs)
+        c_all = np.concatenate(cs)
+        v_all = np.concatenate(vs)
         kinds = np.asarray(self._kinds, dtype=np.int8)
-        is_num = kinds[c] == _NUM if c.size else np.zeros(0, dtype=bool)
-        return r, c, v, is_num
+        is_num = kinds[c_all] == _NUM if c_all.size else np.zeros(0, dtype=bool)
+        return r_all, c_all, v_all, is_num
 
     # ------------------------------------------------------------------ API
     def update(self, X: Sequence[Mapping[str, Any]]) -> None:

@@ -8,7 +8,7 @@ import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from learners.base import Classifier, Features, Label, validate_batch, validate_x
+from learners.base import Classifier, Features, Label, validate_batch
 from learners.exceptions import InvalidInputError, UnknownLearnerError
 
 
@@ -41,8 +41,17 @@ def build_river_model(name: str, params: Mapping[str, Any], seed: int | None) ->
     return cls(**kwargs)
 
 
+def _kind(value: Any) -> str:
+    return "string" if isinstance(value, str) else "number"
+
+
 class RiverClassifier(Classifier):
     """A River classifier named from the allow-list, with its parameters.
+
+    River models assume a feature keeps its type: a string where a tree split on a
+    number raises deep inside River. The adapter remembers each feature's kind (number or
+    string) from the first event that had it and rejects a row that changes it, naming
+    the feature, so the runtime can dead-letter that one event and the API answer 422.
 
     Its state is the River model pickled: River offers no other serialisation. That
     blob only ever travels inside a snapshot whose HMAC signature is checked first.
@@ -53,33 +62,48 @@ class RiverClassifier(Classifier):
         self.params = dict(params or {})
         self.seed = seed
         self._model = build_river_model(name, self.params, seed)
+        self._kinds: dict[str, str] = {}
+
+    def _check_kinds(self, x: Features, where: str = "x") -> None:
+        for k, v in x.items():
+            seen = self._kinds.get(k)
+            if seen is not None and seen != _kind(v):
+                raise InvalidInputError(f"{where}[{k!r}] is a {_kind(v)} but the model learned it as a {seen}")
+
+    def _learn(self, x: Features, y: Label) -> None:
+        self._check_kinds(x)
+        for k, v in x.items():
+            self._kinds.setdefault(k, _kind(v))
+        self._model.learn_one(dict(x), y)
 
     def __repr__(self) -> str:
         return f"RiverClassifier({self.name!r}, params={self.params!r}, seed={self.seed})"
 
     def learn_one(self, x: Features, y: Label) -> None:
         validate_batch([x], [y])
-        self._model.learn_one(dict(x), y)
+        self._learn(x, y)
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         validate_batch(X, y)
         for xi, yi in zip(X, y, strict=True):
-            self._model.learn_one(dict(xi), yi)
+            self._learn(xi, yi)
 
     def predict_proba_one(self, x: Features) -> dict[Label, float]:
-        validate_x(x)
-        return dict(self._model.predict_proba_one(dict(x)))
+        return self.predict_proba_many([x])[0]
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         validate_batch(X)
+        for i, x in enumerate(X):
+            self._check_kinds(x, f"X[{i}]")
         return [dict(self._model.predict_proba_one(dict(x))) for x in X]
 
     def predict_one(self, x: Features) -> Label | None:
-        validate_x(x)
-        return self._model.predict_one(dict(x))
+        return self.predict_many([x])[0]
 
     def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
         validate_batch(X)
+        for i, x in enumerate(X):
+            self._check_kinds(x, f"X[{i}]")
         return [self._model.predict_one(dict(x)) for x in X]
 
     def state_dict(self) -> dict[str, Any]:
@@ -88,6 +112,7 @@ class RiverClassifier(Classifier):
             "params": self.params,
             "seed": self.seed,
             "model": pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL),
+            "kinds": dict(self._kinds),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -96,6 +121,7 @@ class RiverClassifier(Classifier):
                 f"state is for river.{state.get('name')}, not river.{self.name}"
             )
         self._model = pickle.loads(state["model"])  # noqa: S301 - verified snapshot only
+        self._kinds = dict(state["kinds"])
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:

@@ -129,8 +129,26 @@ def list_alerts(
     return {"alerts": [a.to_dict() for a in items], "total": state.alerts.total}
 
 
-def create_app(board: ModelBoard, alert_log: AlertLog, *, max_rows: int = 10_000, status: Any = None) -> FastAPI:
+def create_app(
+    board: ModelBoard,
+    alert_log: AlertLog,
+    *,
+    max_rows: int = 10_000,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    status: Any = None,
+) -> FastAPI:
     app = FastAPI(title="Driftline", version="0.1.0")
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        # refuse before reading: a huge body must not be buffered to be rejected
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return JSONResponse(
+                status_code=413, content={"detail": f"request body is {length} bytes; the limit is {max_body_bytes}"}
+            )
+        return await call_next(request)
+
     app.state.driftline = State(board, alert_log, max_rows, status)
     app.include_router(health)
     app.include_router(models)

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import random
+import socket
 import time
 from collections.abc import Callable
 
 import pytest
 
 from connectors.base import Record, Sink, Source
+from connectors.exceptions import ConnectorError
 from connectors.kafka import KafkaAdmin, KafkaSink, KafkaSource
 
 pytestmark = pytest.mark.integration
@@ -154,10 +156,6 @@ def test_admin_create_topics_is_idempotent(
 
 
 def test_wait_ready_gives_up_within_its_timeout() -> None:
-    import socket
-
-    from connectors.exceptions import ConnectorError
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -167,3 +165,21 @@ def test_wait_ready_gives_up_within_its_timeout() -> None:
         admin.wait_ready(timeout_s=2)
     assert time.monotonic() - started < 6
     admin.close()
+
+
+def test_sink_reports_a_rejected_record_at_flush_and_recovers(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory(partitions=1)
+    # The client would refuse this size itself; raising its limit lets the broker reject it.
+    sink = KafkaSink(kafka_bootstrap, extra_config={"max_request_size": 4_000_000})
+    sink.send(topic, b"x" * 2_000_000)
+    with pytest.raises(ConnectorError, match="not delivered"):
+        sink.flush(timeout_s=30)
+    sink.send(topic, b"small")
+    sink.flush(timeout_s=30)
+    sink.close()
+    source = KafkaSource(kafka_bootstrap, topic, f"g-{topic}")
+    records = _poll_until(source, 1)
+    source.close()
+    assert [r.value for r in records] == [b"small"]

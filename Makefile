@@ -1,0 +1,59 @@
+# Driftline: `make run` (embedded default, nothing else needed) and `make test` (the whole suite
+# against a real Kafka broker and Redis server that the test session starts itself).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint bench bench-accuracy bench-throughput services-up services-down system-deps kafka-jars clean
+
+# The environment: created once, refreshed when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3.x ...'"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+# Debian packages the tests need: a Redis server, and Java + Maven for the Kafka broker.
+system-deps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v java >/dev/null || missing="$$missing openjdk-17-jre-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# Apache Kafka's broker jars, fetched once with Maven into ~/.cache/driftline.
+kafka-jars: $(STAMP) system-deps
+	$(PY) -c "from connectors.services import ensure_kafka_jars; print('kafka jars in', ensure_kafka_jars())"
+
+run: $(STAMP)
+	$(VENV)/bin/driftline run $(ARGS)
+
+test: $(STAMP) system-deps kafka-jars
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+services-up: $(STAMP) system-deps
+	$(VENV)/bin/driftline services up
+
+services-down: $(STAMP)
+	$(VENV)/bin/driftline services down
+
+bench: bench-throughput
+
+bench-throughput: $(STAMP)
+	$(PY) -m bench.throughput $(ARGS)
+
+bench-accuracy: $(STAMP)
+	$(PY) -m bench.accuracy --quick --jobs 2 $(ARGS)
+
+clean:
+	rm -rf .driftline .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: accuracy on the paper's streams, throughput."""
