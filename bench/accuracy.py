@@ -247,13 +247,15 @@ class _Progress:
         self.start = time.perf_counter()
         self.next_at = self.start + 2.0
         self.tty = sys.stderr.isatty()
+        self.finished = False
 
     def tick(self, done: int) -> None:
-        if not self.enabled:
+        if not self.enabled or self.finished:
             return
         now = time.perf_counter()
         if now < self.next_at and done < self.total:
             return
+        self.finished = done >= self.total
         self.next_at = now + (2.0 if self.tty else 30.0)
         rate = done / max(now - self.start, 1e-9)
         eta = (self.total - done) / rate if rate > 0 else math.inf
@@ -450,7 +452,9 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
         f"torch {info['torch']}, river {info['river']}, numpy {info['numpy']}",
         "- metric: test-then-train from the first event, cumulative over the whole stream "
         "(accuracy, Cohen's κ, κ_M vs the majority class so far); events/s counts the "
-        "learner's predict+learn time only; peak MB is the row process's max RSS.",
+        "learner's predict+learn time only; peak MB is the row process's max RSS "
+        "(imports included: torch alone is several hundred MB), in brackets its growth "
+        "after the learner was built.",
         "- paper %: the DriftMoE paper's mean over 10 seeds at full length (1M synthetic "
         "events, whole real streams); its ARF/SRP/LevBag are 100-member CapyMOA ensembles "
         "read off a chart (±0.1), ours have 10 members.",
@@ -475,7 +479,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
             f"| {r['stream']}{' (scaled drifts)' if r.get('scaled_drifts') else ''} "
             f"| {r['learner']} | {r['n']:,} | {r['seed']} | {_pct(r['accuracy'])} "
             f"| {_pct(r['kappa'])} | {_pct(r['kappa_m'])} | {_rate(r['events_per_s'])} "
-            f"| {r['peak_mb']:.0f} | {r['device']} | {'–' if paper is None else f'{paper:.2f}'} |"
+            f"| {r['peak_mb']:.0f} (+{r['peak_mb'] - r['base_mb']:.0f}) | {r['device']} | {'–' if paper is None else f'{paper:.2f}'} |"
         )
     lines += ["", "## The paper's table (accuracy %)", ""]
     lines.append("| stream | " + " | ".join(PAPER_COLUMNS) + " |")
