@@ -605,7 +605,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--jobs", type=int, default=1, help="rows run in parallel processes [1]")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per row [1]")
-    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument(
+        "--results",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="where rows are cached and reports written [bench/results]",
+    )
     p.add_argument("--force", action="store_true", help="recompute rows that are cached")
     p.add_argument("--scale-drifts", action="store_true", help="move the SEA/LED drifts inside n")
     p.add_argument("--json", type=Path, help="also write one JSON object per row to this file")
@@ -633,7 +638,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         build_parser().error(str(exc))
     if any(s in REAL for s in args.streams):
         for s in (s for s in args.streams if s in REAL):
-            datasets.dataset_path(s)  # fail now, naming the path, not hours into the run
+            try:
+                datasets.dataset_path(s)  # fail now, naming the path, not hours into the run
+            except datasets.DatasetMissingError as exc:
+                build_parser().error(str(exc))
     command = "python -m bench.accuracy " + " ".join(argv if argv is not None else sys.argv[1:])
     jobs = [
         {

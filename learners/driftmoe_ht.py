@@ -209,89 +209,131 @@ class _Router:
 
 
 # --------------------------------------------------------------------------- experts
-class _NBALeaf(LeafNaiveBayesAdaptive):
-    """River's naive-Bayes-adaptive leaf with its naive-Bayes terms cached as arrays.
+class _NBTerms:
+    """A leaf's naive-Bayes terms, read once from River's estimators and kept until it learns.
 
-    Same learning as River's leaf. The per-class Gaussian parameters are read into numpy
-    arrays once and reused until the leaf learns again: a leaf is voted on many times
-    between updates (12 experts vote per event, 3 learn). The cache is not part of the
-    pickled state.
+    For a numeric feature *j* and class *i* with a usable Gaussian, the log density of ``v``
+    is ``(v - mu) ** 2 * coef + lognorm`` with ``coef = -1 / (2 var)``; an unusable one
+    (unseen class, fewer than 2 values, zero variance) has all three at 0, so it adds
+    nothing, which is how River's naive Bayes skips a zero density.
     """
 
-    _nbc: tuple[Any, ...] | None = None
+    __slots__ = (
+        "atts", "classes", "coef", "dirty", "gauss_cols", "index", "logprior", "lognorm",
+        "mu", "nominal", "rows", "splitters", "weights",
+    )
+
+    def __init__(self, stats: Mapping[Any, float], splitters: dict[Any, Any]) -> None:
+        self.splitters = splitters
+        self.classes = list(stats)
+        self.index = {c: i for i, c in enumerate(self.classes)}
+        self.weights = np.array([stats[c] for c in self.classes], dtype=np.float64)
+        atts = list(splitters)
+        gauss = [a for a in atts if isinstance(splitters[a], GaussianSplitter)]
+        self.atts = gauss
+        self.gauss_cols = [splitters[a] for a in gauss]
+        self.nominal = [(a, splitters[a]) for a in atts if not isinstance(splitters[a], GaussianSplitter)]
+        shape = (len(self.classes), len(gauss))
+        self.mu = np.zeros(shape)
+        self.coef = np.zeros(shape)
+        self.lognorm = np.zeros(shape)
+        self.rows: list[list[tuple[Any, float, float, float]]] = [[] for _ in self.classes]
+        self.logprior = np.zeros(len(self.classes))
+        self.dirty = set(range(len(self.classes)))
+        self.refresh()
+
+    def refresh(self) -> None:
+        for i in self.dirty:
+            c = self.classes[i]
+            row: list[tuple[Any, float, float, float]] = []
+            for j, spl in enumerate(self.gauss_cols):
+                mu = coef = lognorm = 0.0
+                g = spl._att_dist_per_class.get(c)
+                if g is not None:
+                    v = g._var
+                    n = v.mean.n
+                    if n > v.ddof:
+                        variance = v._S / (n - v.ddof)
+                        if variance > 0.0:
+                            mu = v.mean._mean
+                            coef = -0.5 / variance
+                            lognorm = -_HALF_LOG_TAU - 0.5 * math.log(variance)
+                            row.append((self.atts[j], mu, coef, lognorm))
+                self.mu[i, j] = mu
+                self.coef[i, j] = coef
+                self.lognorm[i, j] = lognorm
+            self.rows[i] = row
+        self.dirty.clear()
+        total = self.weights.sum()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.logprior = np.log(self.weights / total) if total > 0 else np.full(len(self.classes), -np.inf)
+
+    def log_votes(self, x: Mapping[str, Any], moa: bool) -> np.ndarray:
+        """Per-class log prior + Σ log p(x_j | class) over the features present in ``x``.
+
+        A class with no weight gets a log vote of -inf (MOA: a vote of 0) when ``moa``, else
+        0 (River's naive Bayes gives it a vote of 1).
+        """
+        n_cls, n_att = self.mu.shape
+        if n_cls * n_att <= 48:
+            # small leaves: plain Python beats numpy's per-call overhead
+            out = []
+            for i in range(n_cls):
+                if self.weights[i] <= 0:
+                    out.append(-math.inf if moa else 0.0)
+                    continue
+                s = float(self.logprior[i])
+                for att, mu, coef, lognorm in self.rows[i]:
+                    v = x.get(att)
+                    if v is not None:
+                        s += (v - mu) ** 2 * coef + lognorm
+                out.append(s)
+            s_arr = np.array(out)
+        else:
+            if all(a in x for a in self.atts):
+                xa = np.array([x[a] for a in self.atts], dtype=np.float64)
+                lp = (xa - self.mu) ** 2
+                lp *= self.coef
+                lp += self.lognorm
+            else:
+                xa = np.array([x.get(a, 0.0) for a in self.atts], dtype=np.float64)
+                present = np.array([a in x for a in self.atts])
+                lp = np.where(present, (xa - self.mu) ** 2 * self.coef + self.lognorm, 0.0)
+            s_arr = lp.sum(axis=1) + self.logprior
+            s_arr[self.weights <= 0] = -np.inf if moa else 0.0
+        for att, spl in self.nominal:
+            if att not in x:
+                continue
+            for i, c in enumerate(self.classes):
+                if self.weights[i] > 0:
+                    s_arr[i] += _generic_log_proba(spl, x[att], c)
+        return s_arr
+
+
+class _NBALeaf(LeafNaiveBayesAdaptive):
+    """River's naive-Bayes-adaptive leaf with its naive-Bayes terms cached.
+
+    Same learning as River's leaf. A leaf is voted on many times between updates (12
+    experts vote per event, 3 learn), so its Gaussian parameters are read once and reused;
+    after it learns, only the learned class's terms are re-read. The cache is not part of
+    the pickled state.
+    """
+
+    _nbc: _NBTerms | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state.pop("_nbc", None)
         return state
 
-    def _terms(self) -> tuple[Any, ...]:
-        """(classes, weights, features, splitters, gaussian flags, mu, var, log-norm, valid)."""
+    def terms(self) -> _NBTerms:
+        t = self._nbc
         # a leaf deactivated and reactivated by memory management gets a new splitter dict
-        if self._nbc is not None and self._nbc[3] is self.splitters:
-            return self._nbc[:3] + self._nbc[4:]
-        classes = list(self.stats)
-        weights = np.array([self.stats[c] for c in classes], dtype=np.float64)
-        atts = list(self.splitters)
-        spls = [self.splitters[a] for a in atts]
-        is_gauss = [isinstance(s, GaussianSplitter) for s in spls]
-        mu = np.zeros((len(classes), len(atts)))
-        var = np.ones((len(classes), len(atts)))
-        lognorm = np.zeros((len(classes), len(atts)))
-        valid = np.zeros((len(classes), len(atts)), dtype=bool)
-        for j, spl in enumerate(spls):
-            if not is_gauss[j]:
-                continue
-            dists = spl._att_dist_per_class
-            for i, c in enumerate(classes):
-                g = dists.get(c)
-                if g is None:
-                    continue
-                v = g._var
-                n = v.mean.n
-                if n > v.ddof:
-                    variance = v._S / (n - v.ddof)
-                    if variance > 0.0:
-                        mu[i, j] = v.mean._mean
-                        var[i, j] = variance
-                        # the same expression as River's Gaussian.log_pdf
-                        lognorm[i, j] = -_HALF_LOG_TAU - 0.5 * math.log(variance)
-                        valid[i, j] = True
-        self._nbc = (classes, weights, atts, self.splitters, spls, is_gauss, mu, var, lognorm, valid)
-        return self._nbc[:3] + self._nbc[4:]
-
-    def _log_likelihood(self, x: Mapping[str, Any]) -> tuple[list[Any], np.ndarray, np.ndarray]:
-        """Classes, their weights and Σ log p(x_j | c) over the observed features, per class.
-
-        Features missing from ``x`` and zero densities are skipped, as River's naive Bayes
-        does; the sum runs in River's order so it rounds the same way.
-        """
-        classes, weights, atts, spls, is_gauss, mu, var, lognorm, valid = self._terms()
-        n_att = len(atts)
-        lp = np.zeros((len(classes), n_att + 1))
-        if n_att:
-            xa = np.array([x.get(a, 0.0) if g else 0.0 for a, g in zip(atts, is_gauss, strict=True)], dtype=np.float64)
-            use = valid & np.array([a in x for a in atts])
-            gauss = (xa - mu) ** 2 / (-2.0 * var) + lognorm
-            lp[:, 1:] = np.where(use, gauss, 0.0)
-            for j, g in enumerate(is_gauss):
-                if g or atts[j] not in x:
-                    continue
-                for i, c in enumerate(classes):
-                    lp[i, j + 1] = _generic_log_proba(spls[j], x[atts[j]], c)
-        return classes, weights, lp
-
-    def nb_log_votes(self, x: Mapping[str, Any], moa: bool) -> tuple[list[Any], np.ndarray]:
-        """Per-class naive-Bayes log votes: MOA's (a class with no weight gets none) or River's."""
-        classes, weights, lp = self._log_likelihood(x)
-        total = weights.sum()
-        pos = weights > 0
-        with np.errstate(divide="ignore"):
-            lp[:, 0] = np.log(weights / total) if total > 0 else -np.inf
-        s = np.cumsum(lp, axis=1)[:, -1] if lp.shape[1] else lp[:, 0]
-        # River gives a weightless class log-vote 0 (a vote of 1); MOA a vote of 0
-        s = np.where(pos, s, -np.inf if moa else 0.0)
-        return classes, s
+        if t is None or t.splitters is not self.splitters:
+            t = self._nbc = _NBTerms(self.stats, self.splitters)
+        elif t.dirty:
+            t.refresh()
+        return t
 
     def uses_nb(self) -> bool:
         return self.is_active() and self._nb_correct_weight >= self._mc_correct_weight
@@ -302,11 +344,20 @@ class _NBALeaf(LeafNaiveBayesAdaptive):
             if len(self.stats) == 0 or max(mc_pred, key=mc_pred.get) == y:
                 self._mc_correct_weight += w
             if self.stats and sum(self.stats.values()) > 0:
-                classes, s = self.nb_log_votes(x, moa=False)
-                if classes[int(np.argmax(s))] == y:
+                t = self.terms()
+                if t.classes[int(np.argmax(t.log_votes(x, moa=False)))] == y:
                     self._nb_correct_weight += w
+        n_splitters = len(self.splitters) if self.splitters is not None else -1
         LeafMajorityClass.learn_one(self, x, y, w=w, tree=tree)
-        self._nbc = None
+        t = self._nbc
+        if t is None:
+            return
+        i = t.index.get(y)
+        if i is None or t.splitters is not self.splitters or len(self.splitters) != n_splitters:
+            self._nbc = None
+        else:
+            t.weights[i] = self.stats[y]
+            t.dirty.add(i)
 
 
 def _generic_log_proba(spl: Any, value: Any, c: Any) -> float:
@@ -350,8 +401,8 @@ def _log_votes(ht: river_tree.HoeffdingTreeClassifier, x: Features, n_classes: i
     if isinstance(leaf, _NBALeaf) and leaf.uses_nb():
         if sum(stats.values()) <= 0:
             return out
-        classes, s = leaf.nb_log_votes(x, moa=True)
-        for c, v in zip(classes, s, strict=True):
+        t = leaf.terms()
+        for c, v in zip(t.classes, t.log_votes(x, moa=True), strict=True):
             if c < n_classes:
                 out[c] = v
         return out

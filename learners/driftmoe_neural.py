@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,9 +22,7 @@ _EPS = 1e-8
 _NEG = -1e9
 # weight of the newest micro-batch in each expert's running accuracy
 _ACC_DECAY = 0.05
-
-_EXPERT_PARAMS = ("w1", "b1", "w2", "b2")
-_ROUTER_PARAMS = ("r1", "rb1", "r2", "rb2")
+_STATE_VERSION = 1
 
 
 def _next_pow2(n: int, floor: int) -> int:
@@ -100,51 +98,47 @@ class NeuralDriftMoE(Classifier):
 
     def _reset(self) -> None:
         self._dev = self._resolve_device()
-        if self.cuda_graph and self._dev.type != "cuda":
-            logger.info("cuda_graph=True ignored: learner runs on %s", self._dev)
+        self._use_graph = self.cuda_graph and self._dev.type == "cuda"
+        if self.cuda_graph and not self._use_graph:
+            logger.info("cuda_graph=True ignored: the learner runs on %s", self._dev)
         self._features = FeatureSpace(standardize=self.standardize, hash_dim=self.hash_dim)
         self._labels = LabelSpace()
-        # CPU generator: the same seed gives the same initial weights on any device
+        # a CPU generator: the same seed gives the same initial weights on any device
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)
         self._d_cap = 0
         self._c_cap = 0
         self._p: dict[str, torch.Tensor] = {}
-        self._m: dict[str, torch.Tensor] = {}
-        self._v: dict[str, torch.Tensor] = {}
         self._graph: Any = None
         self._n_seen = 0
 
-    def _init_uniform(self, shape: tuple[int, ...], fan_in: int, fan_out: int) -> torch.Tensor:
-        bound = math.sqrt(6.0 / (fan_in + fan_out))
-        t = torch.rand(shape, generator=self._gen, dtype=torch.float32) * (2 * bound) - bound
-        return t.to(self._dev)
+    @property
+    def n_seen(self) -> int:
+        """Events learned so far."""
+        return self._n_seen
 
-    def _expert_lrs(self) -> torch.Tensor:
-        k = self.n_experts
-        if k == 1 or self.lr_spread == 1.0:
-            f = torch.ones(k, dtype=torch.float64)
-        else:
-            # geometric ladder centred on lr: slow experts for stable concepts, fast for drift
-            e = torch.linspace(-0.5, 0.5, k, dtype=torch.float64)
-            f = self.lr_spread**e
-        return (f * self.lr).to(torch.float32)
+    @property
+    def expert_accuracy(self) -> np.ndarray:
+        """Running accuracy of each expert on the micro-batches it learned from."""
+        if not self._p:
+            return np.zeros(self.n_experts, dtype=np.float32)
+        return self._acc.detach().to("cpu").numpy().copy()
 
     def _shapes(self, dc: int, cc: int) -> dict[str, tuple[int, ...]]:
         k, h, hr = self.n_experts, self.hidden, self.router_hidden
+        # the first layers of all experts and of the router are one (d, K*h + hr) matrix,
+        # so the input is read by a single GEMM
         return {
-            "w1": (k, dc, h),
-            "b1": (k, h),
+            "w1": (dc, k * h + hr),
+            "b1": (k * h + hr,),
             "w2": (k, h, cc),
             "b2": (k, cc),
-            "r1": (dc, hr),
-            "rb1": (hr,),
             "r2": (hr, k),
             "rb2": (k,),
         }
 
     def _alloc(self, dc: int, cc: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One flat zeroed buffer and named views into it: the optimiser updates it in one go."""
+        """One zeroed flat buffer and named views into it: the optimiser updates it in one go."""
         shapes = self._shapes(dc, cc)
         flat = torch.zeros(sum(math.prod(s) for s in shapes.values()), device=self._dev)
         views: dict[str, torch.Tensor] = {}
@@ -155,163 +149,325 @@ class NeuralDriftMoE(Classifier):
             off += n
         return flat, views
 
-    def _lr_buffer(self) -> torch.Tensor:
-        """Per-element learning rate laid out like the flat parameter buffer."""
-        flat, lr = self._alloc(self._d_cap, self._c_cap)
-        lr_k = self._expert_lrs().to(self._dev)
+    def _expert_lrs(self) -> torch.Tensor:
         k = self.n_experts
-        for name in _EXPERT_PARAMS:
-            lr[name].copy_(lr_k.view((k,) + (1,) * (lr[name].dim() - 1)).expand_as(lr[name]))
-        for name in _ROUTER_PARAMS:
-            lr[name].fill_(self.router_lr)
+        if k == 1 or self.lr_spread == 1.0:
+            f = torch.ones(k, dtype=torch.float64)
+        else:
+            # a geometric ladder centred on lr: slow experts for stable concepts, fast for drift
+            f = self.lr_spread ** torch.linspace(-0.5, 0.5, k, dtype=torch.float64)
+        return (f * self.lr).to(torch.float32)
+
+    def _lr_buffer(self) -> torch.Tensor:
+        """Per-element learning rates laid out like the flat parameter buffer."""
+        flat, lr = self._alloc(self._d_cap, self._c_cap)
+        k, h = self.n_experts, self.hidden
+        lr_k = self._expert_lrs().to(self._dev)
+        per_col = torch.cat(
+            [lr_k.repeat_interleave(h), lr_k.new_full((self.router_hidden,), self.router_lr)]
+        )
+        lr["w1"].copy_(per_col.expand_as(lr["w1"]))
+        lr["b1"].copy_(per_col)
+        lr["w2"].copy_(lr_k.view(k, 1, 1).expand_as(lr["w2"]))
+        lr["b2"].copy_(lr_k.view(k, 1).expand_as(lr["b2"]))
+        lr["r2"].fill_(self.router_lr)
+        lr["rb2"].fill_(self.router_lr)
         return flat
 
-    def _init_expert(self, j: int, d: int, c: int) -> None:
-        """Fresh Glorot weights for expert ``j`` on the real dims; padding stays zero."""
-        h = self.hidden
-        p = self._p
-        p["w1"][j].zero_()
-        p["w1"][j, :d] = self._init_uniform((d, h), d, h)
-        p["b1"][j].zero_()
-        p["w2"][j].zero_()
-        p["w2"][j, :, :c] = self._init_uniform((h, c), h, c)
-        p["b2"][j].zero_()
+    def _uniform(self, shape: tuple[int, ...], fan_in: int, fan_out: int) -> torch.Tensor:
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        t = torch.rand(shape, generator=self._gen, dtype=torch.float32) * (2 * bound) - bound
+        return t.to(self._dev)
 
-    def _build(self, d: int, c: int) -> None:
-        """First allocation, once the first batch fixed the initial dim and class count."""
-        k, hr = self.n_experts, self.router_hidden
+    def _init_expert(self, j: int) -> None:
+        """Fresh Glorot weights for expert ``j`` on the known dims; padding stays zero."""
+        d, c, h = self._features.dim, len(self._labels), self.hidden
+        p = self._p
+        cols = slice(j * h, (j + 1) * h)
+        p["w1"][:, cols] = 0.0
+        p["w1"][:d, cols] = self._uniform((d, h), d, h)
+        p["b1"][cols] = 0.0
+        p["w2"][j] = 0.0
+        p["w2"][j, :, :c] = self._uniform((h, c), h, c)
+        p["b2"][j] = 0.0
+        for store in (self._m, self._v):
+            store["w1"][:, cols] = 0.0
+            store["b1"][cols] = 0.0
+            store["w2"][j] = 0.0
+            store["b2"][j] = 0.0
+
+    def _build(self) -> None:
+        """First allocation, once the first batch has fixed the initial dim and class count."""
+        d, c = self._features.dim, len(self._labels)
+        k, h, hr = self.n_experts, self.hidden, self.router_hidden
         self._d_cap, self._c_cap = _next_pow2(d, 8), _next_pow2(c, 2)
+        self._allocate_all()
+        for j in range(k):
+            self._init_expert(j)
+        self._p["w1"][:d, k * h :] = self._uniform((d, hr), d, hr)
+        self._p["r2"].copy_(self._uniform((hr, k), hr, k))
+        self._step.zero_()
+        self._acc.fill_(0.5)
+        self._class_bias[:c] = 0.0
+
+    def _allocate_all(self) -> None:
         self._flat, self._p = self._alloc(self._d_cap, self._c_cap)
         self._mflat, self._m = self._alloc(self._d_cap, self._c_cap)
         self._vflat, self._v = self._alloc(self._d_cap, self._c_cap)
         self._gflat, self._g = self._alloc(self._d_cap, self._c_cap)
-        for j in range(k):
-            self._init_expert(j, d, c)
-        self._p["r1"][:d] = self._init_uniform((d, hr), d, hr)
-        self._p["r2"].copy_(self._init_uniform((hr, k), hr, k))
         self._lr = self._lr_buffer()
         self._step = torch.zeros((), dtype=torch.float32, device=self._dev)
-        self._acc = torch.full((k,), 0.5, dtype=torch.float32, device=self._dev)
+        self._acc = torch.full((self.n_experts,), 0.5, dtype=torch.float32, device=self._dev)
         self._class_bias = torch.full((self._c_cap,), _NEG, device=self._dev)
-        self._class_bias[:c] = 0.0
-
-    def _realloc(self, dc: int, cc: int) -> None:
-        """Move parameters and optimiser state into bigger buffers, zero-padding new slots."""
-        for flat_attr, view_attr in (("_flat", "_p"), ("_mflat", "_m"), ("_vflat", "_v")):
-            old = getattr(self, view_attr)
-            flat, views = self._alloc(dc, cc)
-            for name, t in old.items():
-                views[name][tuple(slice(0, s) for s in t.shape)] = t
-            setattr(self, flat_attr, flat)
-            setattr(self, view_attr, views)
-        self._gflat, self._g = self._alloc(dc, cc)
-        old_cc = self._c_cap
-        self._d_cap, self._c_cap = dc, cc
-        self._lr = self._lr_buffer()
-        if cc > old_cc:
-            self._class_bias = torch.cat(
-                [self._class_bias, self._class_bias.new_full((cc - old_cc,), _NEG)]
-            )
         self._graph = None
+        self._refresh_numpy_views()
 
-    def _grow(self, d: int, c: int) -> None:
-        """Make room for ``d`` inputs and ``c`` classes, keeping weights and optimiser state."""
+    def _refresh_numpy_views(self) -> None:
+        # on the CPU the step runs in numpy on views that share memory with the tensors:
+        # numpy's per-call overhead is a fraction of torch's at micro-batch sizes
+        if self._dev.type != "cpu":
+            self._np: dict[str, Any] = {}
+            return
+        self._np = {
+            "p": {n: t.numpy() for n, t in self._p.items()},
+            "g": {n: t.numpy() for n, t in self._g.items()},
+            "flat": self._flat.numpy(),
+            "m": self._mflat.numpy(),
+            "v": self._vflat.numpy(),
+            "gflat": self._gflat.numpy(),
+            "lr": self._lr.numpy(),
+            "acc": self._acc.numpy(),
+            "cb": self._class_bias.numpy(),
+        }
+
+    def _grow(self) -> None:
+        """Make room for the current dim and class count, keeping weights and optimiser state."""
+        d, c = self._features.dim, len(self._labels)
         if not self._p:
-            self._build(d, c)
+            self._build()
             return
         if d > self._d_cap or c > self._c_cap:
             dc = self._d_cap if d <= self._d_cap else _next_pow2(d, self._d_cap * 2)
             cc = self._c_cap if c <= self._c_cap else _next_pow2(c, self._c_cap * 2)
-            self._realloc(dc, cc)
+            old = (self._p, self._m, self._v, self._step, self._acc, self._class_bias)
+            self._d_cap, self._c_cap = dc, cc
+            self._allocate_all()
+            # old weights and moments land in the top-left corner; new slots start at zero,
+            # so the function computed on the known inputs and classes is unchanged
+            for new_store, old_store in zip((self._p, self._m, self._v), old[:3], strict=True):
+                for name, t in old_store.items():
+                    new_store[name][tuple(slice(0, s) for s in t.shape)] = t
+            self._step.copy_(old[3])
+            self._acc.copy_(old[4])
+            self._class_bias[: old[5].shape[0]] = old[5]
         # a new class starts with zero output weights; unmask its logit
         self._class_bias[:c] = 0.0
 
-    # ------------------------------------------------------------------ maths
-    def _forward(
+    # ------------------------------------------------------------------ torch maths
+    def _forward_t(
         self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Hidden pre-activations (B, K*h + hr), hidden (B, ·), expert probs (K, B, C), gate (B, K)."""
         p = self._p
-        a1 = torch.matmul(x, p["w1"]) + p["b1"].unsqueeze(1)
-        h1 = torch.relu(a1)
-        logits = torch.bmm(h1, p["w2"]) + (p["b2"] + self._class_bias).unsqueeze(1)
-        probs = torch.softmax(logits, dim=2)  # (K, B, C)
-        ar = x @ p["r1"] + p["rb1"]
-        hr = torch.relu(ar)
-        g = hr @ p["r2"] + p["rb2"]  # (B, K) router logits
-        return a1, h1, probs, hr, g
+        kh = self.n_experts * self.hidden
+        a = torch.addmm(p["b1"], x, p["w1"])
+        h = torch.relu(a)
+        he = h[:, :kh].reshape(x.shape[0], self.n_experts, self.hidden).transpose(0, 1)
+        logits = torch.baddbmm((p["b2"] + self._class_bias).unsqueeze(1), he, p["w2"])
+        probs = torch.softmax(logits, dim=2)
+        g = torch.addmm(p["rb2"], h[:, kh:], p["r2"])
+        return a, h, probs, g
 
-    def _combine(self, probs: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    def _combine_t(self, probs: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         if self.combine == "top1":
-            best = g.argmax(dim=1)  # (B,)
+            best = g.argmax(dim=1)
             return probs[best, torch.arange(probs.shape[1], device=probs.device)]
-        w = torch.softmax(g / self.temperature, dim=1)  # (B, K)
+        w = torch.softmax(g / self.temperature, dim=1)
         return torch.einsum("bk,kbc->bc", w, probs)
 
-    def _adam(self, grad: torch.Tensor) -> None:
-        """Adam on the flat buffer, per-element learning rates: a handful of kernels per step."""
+    def _adam_t(self) -> None:
         self._step.add_(1.0)
         bc1 = 1.0 - torch.pow(_BETA1, self._step)
         bc2 = 1.0 - torch.pow(_BETA2, self._step)
-        m, v = self._mflat, self._vflat
+        grad, m, v = self._gflat, self._mflat, self._vflat
         m.mul_(_BETA1).add_(grad, alpha=1.0 - _BETA1)
         v.mul_(_BETA2).addcmul_(grad, grad, value=1.0 - _BETA2)
         denom = (v / bc2).sqrt_().add_(_EPS)
         self._flat.addcdiv_(m * self._lr / bc1, denom, value=-1.0)
 
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> None:
-        """One optimiser step for the experts and the router on one micro-batch.
+    def _train_step_t(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> None:
+        """One optimiser step for experts and router on one micro-batch (torch, any device).
 
         ``rows`` is 1 for real rows and 0 for padding, so a fixed-size (graph-captured) step
-        can take fewer rows. Gradients are derived by hand and written straight into the flat
-        gradient buffer: no autograd tape, no host sync, so the step can be captured whole.
+        can take fewer rows. Gradients are derived by hand and written into the flat gradient
+        buffer: no autograd tape and no host sync, so the whole step can be captured.
         """
         p, gr = self._p, self._g
-        k = self.n_experts
-        a1, h1, probs, hr, g = self._forward(x)
+        k, hd = self.n_experts, self.hidden
+        kh = k * hd
+        b = x.shape[0]
+        a, h, probs, g = self._forward_t(x)
         n = rows.sum().clamp_min(1.0)
         y_oh = torch.zeros_like(probs[0]).scatter_(1, y.unsqueeze(1), 1.0)  # (B, C)
 
         # multi-hot mask: expert argmax == y; if none is right, the expert giving y most mass
         correct = (probs.argmax(dim=2) == y.unsqueeze(0)).to(probs.dtype)  # (K, B)
-        p_y = (probs * y_oh).sum(dim=2)  # (K, B)
+        p_y = (probs * y_oh).sum(dim=2)
         best = torch.zeros_like(p_y).scatter_(0, p_y.argmax(dim=0, keepdim=True), 1.0)
-        none = correct.sum(dim=0, keepdim=True) == 0
-        mask = torch.where(none, best, correct)  # (K, B)
+        mask = torch.where(correct.sum(dim=0, keepdim=True) == 0, best, correct)
 
-        # which experts learn each row: all of them, or the router's top-k
-        if self.top_k is None or self.top_k >= k:
-            w = (rows / n).unsqueeze(0)
-        else:
-            top = g.topk(self.top_k, dim=1).indices  # (B, top_k)
-            sel = torch.zeros_like(g).scatter_(1, top, 1.0)  # (B, K)
-            w = sel.T * (rows / n).unsqueeze(0)
-        dlogits = (probs - y_oh) * w.unsqueeze(2)  # (K, B, C): softmax cross-entropy
-        torch.bmm(h1.transpose(1, 2), dlogits, out=gr["w2"])
+        w = (rows / n).unsqueeze(0).expand(k, b)
+        if self.top_k is not None and self.top_k < k:
+            top = g.topk(self.top_k, dim=1).indices
+            w = torch.zeros_like(g).scatter_(1, top, 1.0).T * w
+        dlogits = (probs - y_oh) * w.unsqueeze(2)  # softmax cross-entropy, (K, B, C)
+        he = h[:, :kh].reshape(b, k, hd).transpose(0, 1)
+        torch.bmm(he.transpose(1, 2), dlogits, out=gr["w2"])
         torch.sum(dlogits, dim=1, out=gr["b2"])
-        dh1 = torch.bmm(dlogits, p["w2"].transpose(1, 2)).mul_(a1 > 0)
-        torch.matmul(x.T, dh1, out=gr["w1"])
-        torch.sum(dh1, dim=1, out=gr["b1"])
+        dhe = torch.bmm(dlogits, p["w2"].transpose(1, 2)).transpose(0, 1).reshape(b, kh)
 
-        # router: binary cross-entropy against the mask
-        dg = (torch.sigmoid(g) - mask.T).mul_((rows / (n * k)).unsqueeze(1))  # (B, K)
-        torch.mm(hr.T, dg, out=gr["r2"])
+        dg = (torch.sigmoid(g) - mask.T) * (rows / (n * k)).unsqueeze(1)  # BCE, (B, K)
+        torch.mm(h[:, kh:].T, dg, out=gr["r2"])
         torch.sum(dg, dim=0, out=gr["rb2"])
-        dhr = torch.mm(dg, p["r2"].T).mul_(hr > 0)
-        torch.mm(x.T, dhr, out=gr["r1"])
-        torch.sum(dhr, dim=0, out=gr["rb1"])
+        da = torch.cat([dhe, dg @ p["r2"].T], dim=1).mul_(a > 0)
+        torch.mm(x.T, da, out=gr["w1"])
+        torch.sum(da, dim=0, out=gr["b1"])
 
-        self._adam(self._gflat)
+        self._adam_t()
         acc = (correct * rows.unsqueeze(0)).sum(dim=1) / n
         self._acc.mul_(1.0 - _ACC_DECAY).add_(acc, alpha=_ACC_DECAY)
 
+    # ------------------------------------------------------------------ numpy maths (CPU)
+    def _forward_np(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        p = self._np["p"]
+        kh = self.n_experts * self.hidden
+        a = x @ p["w1"]
+        a += p["b1"]
+        h = np.maximum(a, 0.0)
+        he = h[:, :kh].reshape(x.shape[0], self.n_experts, self.hidden).transpose(1, 0, 2)
+        logits = he @ p["w2"]
+        logits += (p["b2"] + self._np["cb"])[:, None, :]
+        logits -= logits.max(axis=2, keepdims=True)
+        probs = np.exp(logits, out=logits)
+        probs /= probs.sum(axis=2, keepdims=True)
+        g = h[:, kh:] @ p["r2"]
+        g += p["rb2"]
+        return a, h, probs, g
+
+    def _combine_np(self, probs: np.ndarray, g: np.ndarray) -> np.ndarray:
+        if self.combine == "top1":
+            return probs[g.argmax(axis=1), np.arange(probs.shape[1])]
+        z = g / np.float32(self.temperature)
+        z -= z.max(axis=1, keepdims=True)
+        w = np.exp(z)
+        w /= w.sum(axis=1, keepdims=True)
+        return np.einsum("bk,kbc->bc", w, probs)
+
+    def _train_step_np(self, x: np.ndarray, y: np.ndarray) -> None:
+        """The same step as ``_train_step_t``, in numpy on views of the same memory."""
+        st = self._np
+        p, gr = st["p"], st["g"]
+        k, hd = self.n_experts, self.hidden
+        kh = k * hd
+        b = x.shape[0]
+        a, h, probs, g = self._forward_np(x)
+        ar = np.arange(b)
+
+        pred = probs.argmax(axis=2)  # (K, B)
+        correct = (pred == y).astype(np.float32)
+        p_y = probs[:, ar, y]  # (K, B)
+        mask = correct.copy()
+        none = correct.sum(axis=0) == 0
+        if none.any():
+            cols = np.flatnonzero(none)
+            mask[p_y[:, cols].argmax(axis=0), cols] = 1.0
+
+        dlogits = probs  # reused in place: probs is not needed after this point
+        dlogits[:, ar, y] -= 1.0
+        if self.top_k is not None and self.top_k < k:
+            top = np.argpartition(-g, self.top_k - 1, axis=1)[:, : self.top_k]
+            sel = np.zeros((b, k), dtype=np.float32)
+            np.put_along_axis(sel, top, 1.0, axis=1)
+            dlogits *= (sel.T / np.float32(b))[:, :, None]
+        else:
+            dlogits *= np.float32(1.0 / b)
+        he = h[:, :kh].reshape(b, k, hd).transpose(1, 0, 2)
+        np.matmul(he.transpose(0, 2, 1), dlogits, out=gr["w2"])
+        np.sum(dlogits, axis=1, out=gr["b2"])
+        da = np.empty_like(a)
+        da[:, :kh] = (dlogits @ p["w2"].transpose(0, 2, 1)).transpose(1, 0, 2).reshape(b, kh)
+
+        sg = 1.0 / (1.0 + np.exp(-g))
+        dg = (sg - mask.T) * np.float32(1.0 / (b * k))
+        np.matmul(h[:, kh:].T, dg, out=gr["r2"])
+        np.sum(dg, axis=0, out=gr["rb2"])
+        np.matmul(dg, p["r2"].T, out=da[:, kh:])
+        da *= a > 0
+        np.matmul(x.T, da, out=gr["w1"])
+        np.sum(da, axis=0, out=gr["b1"])
+
+        # Adam on the flat buffers
+        self._step += 1.0
+        t = float(self._step)
+        bc1 = 1.0 - _BETA1**t
+        bc2 = 1.0 - _BETA2**t
+        grad, m, v = st["gflat"], st["m"], st["v"]
+        m *= _BETA1
+        m += np.float32(1.0 - _BETA1) * grad
+        v *= _BETA2
+        v += np.float32(1.0 - _BETA2) * grad * grad
+        denom = np.sqrt(v * np.float32(1.0 / bc2))
+        denom += _EPS
+        st["flat"] -= (m * st["lr"]) * np.float32(1.0 / bc1) / denom
+        acc = st["acc"]
+        acc *= np.float32(1.0 - _ACC_DECAY)
+        acc += np.float32(_ACC_DECAY) * correct.mean(axis=1)
+
+    # ------------------------------------------------------------------ CUDA graph
+    def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Replay the captured step on a padded copy of one micro-batch."""
+        bs = self.batch_size
+        if self._graph is None:
+            self._capture()
+        n = x.shape[0]
+        self._gx[:n].copy_(x)
+        self._gx[n:].zero_()
+        self._gy[:n].copy_(y)
+        self._gy[n:].zero_()
+        self._grows[:n].fill_(1.0)
+        self._grows[n:bs].zero_()
+        self._graph.replay()
+
+    def _capture(self) -> None:
+        bs = self.batch_size
+        self._gx = torch.zeros(bs, self._d_cap, device=self._dev)
+        self._gy = torch.zeros(bs, dtype=torch.long, device=self._dev)
+        self._grows = torch.ones(bs, device=self._dev)
+        live = (self._flat, self._mflat, self._vflat, self._step, self._acc)
+        saved = [t.clone() for t in live]
+        # warm-up on a side stream (lazy cuBLAS init must not happen during capture), then
+        # roll back: the warm-up steps must not count as learning
+        side = torch.cuda.Stream(device=self._dev)
+        side.wait_stream(torch.cuda.current_stream(self._dev))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self._train_step_t(self._gx, self._gy, self._grows)
+        torch.cuda.current_stream(self._dev).wait_stream(side)
+        for t, s in zip(live, saved, strict=True):
+            t.copy_(s)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self._train_step_t(self._gx, self._gy, self._grows)
+        self._graph = graph
+
     # ------------------------------------------------------------------ API
-    def _to_tensor(self, z: np.ndarray) -> torch.Tensor:
+    def _matrix(self, z: np.ndarray) -> np.ndarray:
         out = np.zeros((z.shape[0], self._d_cap), dtype=np.float32)
         out[:, : z.shape[1]] = z
-        return torch.from_numpy(out).to(self._dev)
+        return out
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
-        # feature values are validated by the feature space in the same pass that reads them
+        # feature values are validated by the feature space in the pass that reads them
         if len(X) != len(y):
             validate_batch(X, y)
         for i, label in enumerate(y):
@@ -320,51 +476,116 @@ class NeuralDriftMoE(Classifier):
             return
         z = self._features.update_and_transform(X)
         yi = self._labels.update_and_encode(list(y))
-        self._grow(z.shape[1], len(self._labels))
-        xt = self._to_tensor(z)
-        yt = torch.from_numpy(yi).to(self._dev)
+        self._grow()
+        xm = self._matrix(z)
         bs = self.batch_size
-        for i in range(0, xt.shape[0], bs):
-            xb, yb = xt[i : i + bs], yt[i : i + bs]
-            rows = torch.ones(xb.shape[0], device=self._dev)
-            self._train_step(xb, yb, rows)
+        if self._dev.type == "cpu":
+            for i in range(0, xm.shape[0], bs):
+                self._train_step_np(xm[i : i + bs], yi[i : i + bs])
+        else:
+            xt = torch.from_numpy(xm).to(self._dev, non_blocking=True)
+            yt = torch.from_numpy(yi).to(self._dev, non_blocking=True)
+            for i in range(0, xt.shape[0], bs):
+                xb, yb = xt[i : i + bs], yt[i : i + bs]
+                if self._use_graph:
+                    self._graph_step(xb, yb)
+                else:
+                    self._train_step_t(xb, yb, torch.ones(xb.shape[0], device=self._dev))
         self._n_seen += len(X)
+
+    def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
+        """Mixture probabilities (B, n_classes); the model and the feature space are untouched."""
+        xm = self._matrix(self._features.transform(X))
+        c = len(self._labels)
+        if self._dev.type == "cpu":
+            _, _, probs, g = self._forward_np(xm)
+            return self._combine_np(probs, g)[:, :c]
+        with torch.inference_mode():
+            _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
+            return self._combine_t(probs, g)[:, :c].to("cpu").numpy()
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         if not self._p or not X:
             validate_batch(X)
             return [{} for _ in X]
-        z = self._features.transform(X)
-        with torch.inference_mode():
-            xt = self._to_tensor(z)
-            _, _, probs, _, g = self._forward(xt)
-            mix = self._combine(probs, g)[:, : len(self._labels)].to("cpu").numpy()
         labels = self._labels.labels
-        return [dict(zip(labels, row.tolist(), strict=True)) for row in mix]
+        return [dict(zip(labels, row.tolist(), strict=True)) for row in self._proba_matrix(X)]
 
     def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
         if not self._p or not X:
             validate_batch(X)
             return [None for _ in X]
-        z = self._features.transform(X)
-        with torch.inference_mode():
-            xt = self._to_tensor(z)
-            _, _, probs, _, g = self._forward(xt)
-            idx = self._combine(probs, g)[:, : len(self._labels)].argmax(dim=1).to("cpu")
         labels = self._labels.labels
-        return [labels[i] for i in idx.tolist()]
+        return [labels[i] for i in self._proba_matrix(X).argmax(axis=1).tolist()]
+
+    # ------------------------------------------------------------------ drift
+    def on_drift(self) -> int | None:
+        """React to a drift alert: re-initialise the expert with the worst running accuracy.
+
+        Returns the index of the reset expert (None before any learning). The fresh expert
+        starts from random weights and zero optimiser moments; the router learns from the
+        correctness mask when to trust it.
+        """
+        if not self._p:
+            return None
+        j = int(torch.argmin(self._acc).item())
+        self._init_expert(j)
+        self._acc[j] = self._acc.mean()
+        return j
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        state: dict[str, Any] = {
+            "version": _STATE_VERSION,
+            "n_seen": self._n_seen,
+            "features": self._features.state_dict(),
+            "labels": self._labels.state_dict(),
+            "generator": self._gen.get_state().clone(),
+            "built": bool(self._p),
+        }
+        if self._p:
+            state.update(
+                d_cap=self._d_cap,
+                c_cap=self._c_cap,
+                params=self._flat.detach().to("cpu").clone(),
+                exp_avg=self._mflat.detach().to("cpu").clone(),
+                exp_avg_sq=self._vflat.detach().to("cpu").clone(),
+                step=float(self._step.item()),
+                expert_accuracy=self._acc.detach().to("cpu").clone(),
+                class_bias=self._class_bias.detach().to("cpu").clone(),
+            )
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        raise NotImplementedError
+        if int(state.get("version", 0)) != _STATE_VERSION:
+            raise ValueError(f"unsupported NeuralDriftMoE state version {state.get('version')!r}")
+        self._reset()
+        self._features.load_state_dict(state["features"])
+        self._labels.load_state_dict(state["labels"])
+        self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
+        self._n_seen = int(state["n_seen"])
+        if not state["built"]:
+            return
+        self._d_cap, self._c_cap = int(state["d_cap"]), int(state["c_cap"])
+        self._allocate_all()
+        expected = self._flat.numel()
+        for name, dst in (
+            ("params", self._flat),
+            ("exp_avg", self._mflat),
+            ("exp_avg_sq", self._vflat),
+        ):
+            src = torch.as_tensor(state[name], dtype=torch.float32).reshape(-1)
+            if src.numel() != expected:
+                raise ValueError(
+                    f"state {name!r} has {src.numel()} values, expected {expected} for "
+                    f"n_experts={self.n_experts}, hidden={self.hidden}, "
+                    f"router_hidden={self.router_hidden}"
+                )
+            dst.copy_(src)
+        self._step.fill_(float(state["step"]))
+        self._acc.copy_(torch.as_tensor(state["expert_accuracy"], dtype=torch.float32))
+        self._class_bias.copy_(torch.as_tensor(state["class_bias"], dtype=torch.float32))
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"n_experts": 3, "hidden": 8, "router_hidden": 8, "batch_size": 8, "device": "cpu"}
-
-
-__all__ = ["NeuralDriftMoE"]
-_ = Hashable

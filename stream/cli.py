@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     services.add_argument("--state-dir", type=Path, help="where the services keep their data and PIDs")
     services.set_defaults(func=cmd_services)
 
+    produce = sub.add_parser("produce", help="send JSON-lines events (from a file or stdin) to a Kafka topic")
+    produce.add_argument("file", nargs="?", type=argparse.FileType("rb"), default=sys.stdin.buffer, help="JSON lines [stdin]")
+    produce.add_argument("--topic", default="events", help="topic [events]")
+    produce.add_argument("--bootstrap-servers", help="Kafka address [env KAFKA_BOOTSTRAP_SERVERS]")
+    produce.set_defaults(func=cmd_produce)
+
     learners = sub.add_parser("learners", help="list the learners that may be named in configuration")
     learners.set_defaults(func=cmd_learners)
     return parser
@@ -200,6 +206,36 @@ def cmd_services(args: argparse.Namespace) -> int:
     else:
         console.print_json(json.dumps(services.status(args.state_dir)))
     return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from connectors.kafka import KafkaSink
+    from stream.events import decode_event
+    from stream.exceptions import EventError
+
+    settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    if not settings.kafka_bootstrap_servers:
+        console.print("[bold red]error:[/] --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required (`driftline services up` starts a local broker)")
+        return 2
+    sink = KafkaSink(settings.kafka_bootstrap_servers)
+    sent = rejected = 0
+    for n, line in enumerate(args.file, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            event = decode_event(line)
+        except EventError as exc:
+            # refuse here rather than fill the worker's dead-letter topic with typos
+            console.print(f"line {n}: not sent: {exc.reason}")
+            rejected += 1
+            continue
+        sink.send(args.topic, line, key=event.key.encode() if event.key else None)
+        sent += 1
+    sink.flush()
+    sink.close()
+    console.print(f"sent {sent} event(s) to {args.topic}" + (f", {rejected} rejected" if rejected else ""))
+    return 1 if rejected else 0
 
 
 def cmd_learners(args: argparse.Namespace) -> int:

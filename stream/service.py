@@ -92,6 +92,17 @@ def build_worker(settings: Settings, *, on_alert: Callable[..., None] | None = N
         raise ConfigError("kafka_bootstrap_servers (env KAFKA_BOOTSTRAP_SERVERS): required by the worker, e.g. 127.0.0.1:9092; `driftline services up` starts a local broker")
     if not settings.redis_url:
         raise ConfigError("redis_url (env REDIS_URL): required by the worker, e.g. redis://127.0.0.1:6379/0; `driftline services up` starts a local server")
+    from connectors.kafka import KafkaAdmin
+
+    # topics that do not exist yet would leave the consumer waiting for a metadata refresh
+    admin = KafkaAdmin(settings.kafka_bootstrap_servers)
+    try:
+        admin.wait_ready(timeout_s=60)
+        admin.create_topics(
+            [settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic], 1
+        )
+    finally:
+        admin.close()
     return Pipeline(
         settings,
         learner_factory(settings),

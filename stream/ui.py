@@ -63,11 +63,15 @@ class StatusLine:
 
     def _loop(self) -> None:
         period = 0.25 if self._live else self._plain_every_s
+        last = None
         while not self._stop.wait(period):
             if self._live:
                 self._live.update(self.render())
-            else:
+                continue
+            events = self._snapshot()["events"]
+            if events != last:  # an idle worker should not fill its log with identical lines
                 self.console.print(self.render())
+                last = events
 
     def stop(self) -> None:
         self._stop.set()

@@ -177,3 +177,18 @@ def test_sea_stream_changes_every_drift_every() -> None:
         assert _error(window, _threshold(t_right)) == pytest.approx(0.10, abs=0.01), k
         # thresholds 7 and 9.5 disagree on about 20% of inputs
         assert _error(window, _threshold(t_wrong)) > 0.25, k
+
+
+def test_sea_stream_changes_are_caught_by_a_tree_and_adwin() -> None:
+    from river import drift, tree
+
+    model = tree.HoeffdingTreeClassifier()
+    detector = drift.ADWIN()
+    alerts = []
+    for i, (x, y) in enumerate(sea_stream(42_000, seed=0, drift_every=20_000)):
+        detector.update(int(model.predict_one(x) != y))
+        model.learn_one(x, y)
+        if detector.drift_detected:
+            alerts.append(i)
+    for change in (20_000, 40_000):
+        assert any(change <= a < change + 2_000 for a in alerts), (change, alerts)

@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import accuracy
+
+ROW_FIELDS = {
+    "stream",
+    "learner",
+    "n",
+    "seed",
+    "accuracy",
+    "kappa",
+    "kappa_m",
+    "kappa_t",
+    "events_per_s",
+    "peak_mb",
+    "device",
+    "curve",
+    "drifts",
+}
+
+
+@pytest.fixture
+def row_and_dir(tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    results = tmp_path / "results"
+    row = accuracy.run_row("sea_a", "ht", 2_000, seed=3, results=results)
+    return row, results
+
+
+def test_row_fields(row_and_dir: tuple[dict[str, Any], Path]) -> None:
+    row, _ = row_and_dir
+    assert set(row) >= ROW_FIELDS
+    assert row["stream"] == "sea_a"
+    assert row["learner"] == "ht"
+    assert row["registry_name"] == "river:tree.HoeffdingTreeClassifier"
+    assert (row["n"], row["seed"]) == (2_000, 3)
+    assert row["cached"] is False
+    # a Hoeffding tree on SEA with 10% label noise
+    assert 0.75 < row["accuracy"] < 0.92
+    assert 0.3 < row["kappa"] < row["accuracy"]
+    assert row["events_per_s"] > 0
+    assert row["peak_mb"] > 0
+    assert row["device"] == "cpu"
+    # the paper's drifts are at 225k+; a 2k prefix has none
+    assert row["drifts"] == []
+    curve = row["curve"]
+    assert curve["window"] == 1_000
+    assert len(curve["t"]) == len(curve["acc"]) == 500
+    assert curve["t"][-1] == 2_000
+    assert all(0.0 <= a <= 1.0 for a in curve["acc"])
+
+
+def test_row_is_cached_not_recomputed(
+    row_and_dir: tuple[dict[str, Any], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    row, results = row_and_dir
+    path = accuracy.row_path(results, "sea_a", "ht", 2_000, 3, scale=False)
+    assert path.is_file()
+    mtime = path.stat().st_mtime_ns
+
+    def boom(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        raise AssertionError("a cached row was recomputed")
+
+    monkeypatch.setattr(accuracy, "compute_row", boom)
+    again = accuracy.run_row("sea_a", "river:tree.HoeffdingTreeClassifier", 2_000, 3, results)
+    assert again["cached"] is True
+    assert again["accuracy"] == row["accuracy"]
+    assert path.stat().st_mtime_ns == mtime
+    # another seed or length is another row
+    with pytest.raises(AssertionError, match="recomputed"):
+        accuracy.run_row("sea_a", "ht", 2_000, 4, results)
+    with pytest.raises(AssertionError, match="recomputed"):
+        accuracy.run_row("sea_a", "ht", 2_000, 3, results, force=True)
+
+
+def test_reports(row_and_dir: tuple[dict[str, Any], Path]) -> None:
+    row, results = row_and_dir
+    jsonl = results / "rows.jsonl"
+    table = accuracy.write_reports(
+        [row], results, "python -m bench.accuracy --n 2000", False, jsonl
+    )
+    md = (results / "accuracy.md").read_text()
+    assert md == table
+    assert f"| sea_a | ht | 2,000 | 3 | {100 * row['accuracy']:.2f} |" in md
+    assert "Airlines" in md
+    png = results / "accuracy_sea_a.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    (line,) = jsonl.read_text().splitlines()
+    assert json.loads(line)["accuracy"] == row["accuracy"]
+
+
+def test_scores_match_moa_definitions() -> None:
+    scores = accuracy._Scores(n=6, window=3, points=6)
+    # y:    a a b a b b ; predictions: a b b a a b
+    for y, p in zip("aababb", "abbaab", strict=True):
+        scores.update(y, p)
+    s = scores.summary()
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    # majority so far predicts (none), a, a, a, a, a: right on events 2 and 4 -> 2/6
+    assert s["kappa_m"] == pytest.approx((4 / 6 - 2 / 6) / (1 - 2 / 6))
+    # no-change predicts (none), a, a, b, a, b: right on 2 and 6 -> 2/6
+    assert s["kappa_t"] == pytest.approx((4 / 6 - 2 / 6) / (1 - 2 / 6))
+    assert s["curve"]["acc"] == pytest.approx([1.0, 0.5, 2 / 3, 2 / 3, 2 / 3, 2 / 3], abs=1e-5)
+
+
+def test_learner_names_and_lengths() -> None:
+    assert accuracy.resolve_learner("river:forest.ARFClassifier").key == "arf"
+    assert accuracy.LEARNERS["levbag"].params["model"] == {"name": "tree.HoeffdingTreeClassifier"}
+    with pytest.raises(ValueError, match="unknown learner"):
+        accuracy.resolve_learner("nope")
+    assert accuracy.stream_length("elec", None) == 45_312
+    assert accuracy.stream_length("elec", 100_000) == 45_312
+    assert accuracy.stream_length("sea_a", None) == 1_000_000
+    assert accuracy.true_drifts("sea_g", 500_000, scale=False) == [
+        (225_000, 50_000),
+        (475_000, 50_000),
+    ]
+    assert accuracy.true_drifts("sea_a", 100_000, scale=True) == [
+        (24_998, 5),
+        (49_998, 5),
+        (74_998, 5),
+    ]
+
+
+def test_dataset_rows_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gzip
+
+    from bench import datasets
+
+    with gzip.open(tmp_path / "electricity.csv.gz", "wt") as fh:
+        fh.write(
+            "date,day,period,nswprice,class\n0,2,0,0.05,UP\n0,2,0.02,0.04,DOWN\n0,3,0.04,0.06,UP\n"
+        )
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path))
+    rows = list(datasets.load("elec", 2))
+    assert rows == [
+        ({"date": 0.0, "day": 2.0, "period": 0.0, "nswprice": 0.05}, "UP"),
+        ({"date": 0.0, "day": 2.0, "period": 0.02, "nswprice": 0.04}, "DOWN"),
+    ]
+    assert len(list(datasets.load("elec"))) == 3
+
+
+def test_missing_dataset_names_the_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import datasets
+
+    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(
+        datasets.DatasetMissingError, match=str(tmp_path / "nowhere" / "covtype.csv.gz")
+    ):
+        datasets.load("covt", 10)
