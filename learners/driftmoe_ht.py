@@ -19,7 +19,10 @@ Shared choices, and where they differ from the reference (CapyMOA) code:
   prior × ∏ densities for a naive-Bayes leaf (computed in log space; a class with no weight
   in the leaf gets no vote; a degenerate density is skipped as River's naive Bayes does).
   River's ``predict_proba_one`` normalises, which would change the cross-expert
-  comparison of the best-vote fallback, so the leaf is read directly.
+  comparison of the best-vote fallback, so the leaf is read directly. The trees are a
+  River subclass whose naive-Bayes-adaptive leaves cache their Gaussian terms as arrays
+  (12 votes per event made River's per-term Python loop the bottleneck); they learn as
+  River's do. Pickled (``dumps_tree``), identical trees give identical bytes.
 - An expert's predicted class is the argmax of its votes, first index on ties. Labels are
   encoded ``0..C-1`` in first-seen order, so an empty tree (all votes zero) predicts the
   *first label the learner ever saw*, as a fresh MOA tree predicts the header's class 0.
@@ -58,10 +61,11 @@ from scipy.special import expit
 
 from learners.base import Classifier, Features, Label, validate_batch, validate_x, validate_y
 from learners.features import FeatureSpace, LabelSpace
+from learners.pickling import dumps_river
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DriftMoEData", "DriftMoETask"]
+__all__ = ["DriftMoEData", "DriftMoETask", "correctness_mask", "dumps_tree"]
 
 STATE_VERSION = 1
 
@@ -73,7 +77,9 @@ _HALF_LOG_TAU = 0.5 * math.log(math.tau)
 
 
 # --------------------------------------------------------------------------- router
-def _xavier(rng: np.random.Generator, fan_out: int, fan_in: int, cols: int | None = None) -> np.ndarray:
+def _xavier(
+    rng: np.random.Generator, fan_out: int, fan_in: int, cols: int | None = None
+) -> np.ndarray:
     """Xavier-uniform block for a ``(fan_out, fan_in)`` layer; ``cols`` draws only that many columns."""
     bound = math.sqrt(6.0 / (fan_in + fan_out))
     shape = (fan_out, fan_in if cols is None else cols)
@@ -219,8 +225,19 @@ class _NBTerms:
     """
 
     __slots__ = (
-        "atts", "classes", "coef", "dirty", "gauss_cols", "index", "logprior", "lognorm",
-        "mu", "nominal", "rows", "splitters", "weights",
+        "atts",
+        "classes",
+        "coef",
+        "dirty",
+        "gauss_cols",
+        "index",
+        "lognorm",
+        "logprior",
+        "mu",
+        "nominal",
+        "rows",
+        "splitters",
+        "weights",
     )
 
     def __init__(self, stats: Mapping[Any, float], splitters: dict[Any, Any]) -> None:
@@ -232,7 +249,9 @@ class _NBTerms:
         gauss = [a for a in atts if isinstance(splitters[a], GaussianSplitter)]
         self.atts = gauss
         self.gauss_cols = [splitters[a] for a in gauss]
-        self.nominal = [(a, splitters[a]) for a in atts if not isinstance(splitters[a], GaussianSplitter)]
+        self.nominal = [
+            (a, splitters[a]) for a in atts if not isinstance(splitters[a], GaussianSplitter)
+        ]
         shape = (len(self.classes), len(gauss))
         self.mu = np.zeros(shape)
         self.coef = np.zeros(shape)
@@ -266,7 +285,9 @@ class _NBTerms:
         self.dirty.clear()
         total = self.weights.sum()
         with np.errstate(divide="ignore", invalid="ignore"):
-            self.logprior = np.log(self.weights / total) if total > 0 else np.full(len(self.classes), -np.inf)
+            self.logprior = (
+                np.log(self.weights / total) if total > 0 else np.full(len(self.classes), -np.inf)
+            )
 
     def log_votes(self, x: Mapping[str, Any], moa: bool) -> np.ndarray:
         """Per-class log prior + Σ log p(x_j | class) over the features present in ``x``.
@@ -412,6 +433,24 @@ def _log_votes(ht: river_tree.HoeffdingTreeClassifier, x: Features, n_classes: i
     return out
 
 
+def dumps_tree(model: Any) -> bytes:
+    """Pickle a River model deterministically."""
+    return dumps_river(model)
+
+
+def correctness_mask(log_votes: np.ndarray, cls: int) -> np.ndarray:
+    """The router's target: 1 for every expert whose argmax vote is ``cls``.
+
+    ``log_votes`` is ``(n_experts, n_classes)``. When no expert is right, the one expert
+    with the largest (raw, unnormalised) vote for ``cls`` is marked instead, the first on
+    ties; with no votes at all that is expert 0, as in the reference code.
+    """
+    mask = (log_votes.argmax(axis=1) == cls).astype(np.float32)
+    if not mask.any():
+        mask[int(log_votes[:, cls].argmax())] = 1.0
+    return mask
+
+
 def _normalise_log_votes(lv: np.ndarray) -> np.ndarray:
     """Votes → probabilities; no votes at all → uniform (the argmax stays index 0)."""
     top = lv.max()
@@ -544,9 +583,11 @@ class _DriftMoEBase(Classifier):
         return self._router
 
     def predict_one(self, x: Features) -> Label | None:
+        validate_x(x)
         return self.predict_many([x])[0]
 
     def predict_proba_one(self, x: Features) -> dict[Label, float]:
+        validate_x(x)
         return self.predict_proba_many([x])[0]
 
     def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
@@ -584,7 +625,7 @@ class _DriftMoEBase(Classifier):
             "drop_rng": _rng_state(self._drop_rng),
             "router": None if self._router is None else self._router.state_dict(),
             # River trees have no state export but pickle; the runtime signs the snapshot
-            "experts": [pickle.dumps(e, protocol=pickle.HIGHEST_PROTOCOL) for e in self._experts],
+            "experts": [dumps_tree(e) for e in self._experts],
             "n_learned": self._n_learned,
         }
 
@@ -725,9 +766,7 @@ class DriftMoEData(_DriftMoEBase):
         w = self._weights(router.logits(v))
         n_classes = len(self._labels)
         votes = np.stack([_log_votes(e, x, n_classes) for e in self._experts])
-        mask = (votes.argmax(axis=1) == cls).astype(np.float32)
-        if not mask.any():
-            mask[int(votes[:, cls].argmax())] = 1.0
+        mask = correctness_mask(votes, cls)
         self._buf_x.append(v)
         self._buf_mask.append(mask)
         if len(self._buf_x) >= self.router_batch:
@@ -771,7 +810,9 @@ class DriftMoEData(_DriftMoEBase):
             buf[i, : row.shape[0]] = row
         state["buffer_x"] = torch.from_numpy(buf)
         state["buffer_mask"] = torch.from_numpy(
-            np.stack(self._buf_mask) if self._buf_mask else np.zeros((0, self.n_experts), np.float32)
+            np.stack(self._buf_mask)
+            if self._buf_mask
+            else np.zeros((0, self.n_experts), np.float32)
         )
         state["expert_updates"] = torch.from_numpy(self._expert_updates.copy())
         return state

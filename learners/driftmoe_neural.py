@@ -44,11 +44,13 @@ class NeuralDriftMoE(Classifier):
         router_hidden: int = 32,
         lr: float = 1e-2,
         router_lr: float = 1e-2,
-        lr_spread: float = 1.0,
+        lr_spread: float = 10.0,
         top_k: int | None = None,
         combine: str = "mixture",
         temperature: float = 1.0,
-        batch_size: int = 32,
+        label_context: bool = False,
+        context_halflife: float = 128.0,
+        batch_size: int = 16,
         standardize: bool = True,
         hash_dim: int | None = None,
         device: str = "auto",
@@ -69,6 +71,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"combine must be 'mixture' or 'top1', got {combine!r}")
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if context_halflife <= 0:
+            raise ValueError(f"context_halflife must be > 0, got {context_halflife}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -82,6 +86,8 @@ class NeuralDriftMoE(Classifier):
         self.top_k = top_k
         self.combine = combine
         self.temperature = temperature
+        self.label_context = label_context
+        self.context_halflife = context_halflife
         self.batch_size = batch_size
         self.standardize = standardize
         self.hash_dim = hash_dim
@@ -95,6 +101,11 @@ class NeuralDriftMoE(Classifier):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    @property
+    def _n_gate(self) -> int:
+        # the recent-label expert, when on, is one more choice for the router
+        return self.n_experts + (1 if self.label_context else 0)
 
     def _reset(self) -> None:
         self._dev = self._resolve_device()
@@ -133,8 +144,8 @@ class NeuralDriftMoE(Classifier):
             "b1": (k * h + hr,),
             "w2": (k, h, cc),
             "b2": (k, cc),
-            "r2": (hr, k),
-            "rb2": (k,),
+            "r2": (hr, self._n_gate),
+            "rb2": (self._n_gate,),
         }
 
     def _alloc(self, dc: int, cc: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -205,7 +216,7 @@ class NeuralDriftMoE(Classifier):
         for j in range(k):
             self._init_expert(j)
         self._p["w1"][:d, k * h :] = self._uniform((d, hr), d, hr)
-        self._p["r2"].copy_(self._uniform((hr, k), hr, k))
+        self._p["r2"].copy_(self._uniform((hr, self._n_gate), hr, self._n_gate))
         self._step.zero_()
         self._acc.fill_(0.5)
         self._class_bias[:c] = 0.0
@@ -219,6 +230,7 @@ class NeuralDriftMoE(Classifier):
         self._step = torch.zeros((), dtype=torch.float32, device=self._dev)
         self._acc = torch.full((self.n_experts,), 0.5, dtype=torch.float32, device=self._dev)
         self._class_bias = torch.full((self._c_cap,), _NEG, device=self._dev)
+        self._ctx = torch.zeros(self._c_cap, device=self._dev)
         self._graph = None
         self._refresh_numpy_views()
 
@@ -238,6 +250,7 @@ class NeuralDriftMoE(Classifier):
             "lr": self._lr.numpy(),
             "acc": self._acc.numpy(),
             "cb": self._class_bias.numpy(),
+            "ctx": self._ctx.numpy(),
         }
 
     def _grow(self) -> None:
@@ -249,7 +262,7 @@ class NeuralDriftMoE(Classifier):
         if d > self._d_cap or c > self._c_cap:
             dc = self._d_cap if d <= self._d_cap else _next_pow2(d, self._d_cap * 2)
             cc = self._c_cap if c <= self._c_cap else _next_pow2(c, self._c_cap * 2)
-            old = (self._p, self._m, self._v, self._step, self._acc, self._class_bias)
+            old = (self._p, self._m, self._v, self._step, self._acc, self._class_bias, self._ctx)
             self._d_cap, self._c_cap = dc, cc
             self._allocate_all()
             # old weights and moments land in the top-left corner; new slots start at zero,
@@ -260,6 +273,7 @@ class NeuralDriftMoE(Classifier):
             self._step.copy_(old[3])
             self._acc.copy_(old[4])
             self._class_bias[: old[5].shape[0]] = old[5]
+            self._ctx[: old[6].shape[0]] = old[6]
         # a new class starts with zero output weights; unmask its logit
         self._class_bias[:c] = 0.0
 
@@ -278,7 +292,20 @@ class NeuralDriftMoE(Classifier):
         g = torch.addmm(p["rb2"], h[:, kh:], p["r2"])
         return a, h, probs, g
 
+    def _context_probs_t(self) -> torch.Tensor:
+        valid = (self._class_bias == 0).to(self._ctx.dtype)
+        c = self._ctx + 1e-6 * valid
+        return c / c.sum()
+
+    def _with_context_t(self, probs: torch.Tensor) -> torch.Tensor:
+        """Expert probabilities with the recent-label expert appended as the last one."""
+        if not self.label_context:
+            return probs
+        cp = self._context_probs_t().view(1, 1, -1).expand(1, probs.shape[1], -1)
+        return torch.cat([probs, cp], dim=0)
+
     def _combine_t(self, probs: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        probs = self._with_context_t(probs)
         if self.combine == "top1":
             best = g.argmax(dim=1)
             return probs[best, torch.arange(probs.shape[1], device=probs.device)]
@@ -310,23 +337,26 @@ class NeuralDriftMoE(Classifier):
         n = rows.sum().clamp_min(1.0)
         y_oh = torch.zeros_like(probs[0]).scatter_(1, y.unsqueeze(1), 1.0)  # (B, C)
 
-        # multi-hot mask: expert argmax == y; if none is right, the expert giving y most mass
-        correct = (probs.argmax(dim=2) == y.unsqueeze(0)).to(probs.dtype)  # (K, B)
-        p_y = (probs * y_oh).sum(dim=2)
+        # multi-hot mask over every choice of the router: argmax == y; if none is right,
+        # the one giving y the most probability
+        all_probs = self._with_context_t(probs)
+        correct_all = (all_probs.argmax(dim=2) == y.unsqueeze(0)).to(probs.dtype)
+        correct = correct_all[:k]  # (K, B)
+        p_y = (all_probs * y_oh).sum(dim=2)
         best = torch.zeros_like(p_y).scatter_(0, p_y.argmax(dim=0, keepdim=True), 1.0)
-        mask = torch.where(correct.sum(dim=0, keepdim=True) == 0, best, correct)
+        mask = torch.where(correct_all.sum(dim=0, keepdim=True) == 0, best, correct_all)
 
         w = (rows / n).unsqueeze(0).expand(k, b)
         if self.top_k is not None and self.top_k < k:
-            top = g.topk(self.top_k, dim=1).indices
-            w = torch.zeros_like(g).scatter_(1, top, 1.0).T * w
+            top = g[:, :k].topk(self.top_k, dim=1).indices
+            w = torch.zeros_like(g[:, :k]).scatter_(1, top, 1.0).T * w
         dlogits = (probs - y_oh) * w.unsqueeze(2)  # softmax cross-entropy, (K, B, C)
         he = h[:, :kh].reshape(b, k, hd).transpose(0, 1)
         torch.bmm(he.transpose(1, 2), dlogits, out=gr["w2"])
         torch.sum(dlogits, dim=1, out=gr["b2"])
         dhe = torch.bmm(dlogits, p["w2"].transpose(1, 2)).transpose(0, 1).reshape(b, kh)
 
-        dg = (torch.sigmoid(g) - mask.T) * (rows / (n * k)).unsqueeze(1)  # BCE, (B, K)
+        dg = (torch.sigmoid(g) - mask.T) * (rows / (n * g.shape[1])).unsqueeze(1)  # BCE
         torch.mm(h[:, kh:].T, dg, out=gr["r2"])
         torch.sum(dg, dim=0, out=gr["rb2"])
         da = torch.cat([dhe, dg @ p["r2"].T], dim=1).mul_(a > 0)
@@ -354,7 +384,18 @@ class NeuralDriftMoE(Classifier):
         g += p["rb2"]
         return a, h, probs, g
 
+    def _context_probs_np(self) -> np.ndarray:
+        c = self._np["ctx"] + np.float32(1e-6) * (self._np["cb"] == 0)
+        return c / c.sum()
+
+    def _with_context_np(self, probs: np.ndarray) -> np.ndarray:
+        if not self.label_context:
+            return probs
+        cp = np.broadcast_to(self._context_probs_np(), (1, probs.shape[1], probs.shape[2]))
+        return np.concatenate([probs, cp], axis=0)
+
     def _combine_np(self, probs: np.ndarray, g: np.ndarray) -> np.ndarray:
+        probs = self._with_context_np(probs)
         if self.combine == "top1":
             return probs[g.argmax(axis=1), np.arange(probs.shape[1])]
         z = g / np.float32(self.temperature)
@@ -373,11 +414,11 @@ class NeuralDriftMoE(Classifier):
         a, h, probs, g = self._forward_np(x)
         ar = np.arange(b)
 
-        pred = probs.argmax(axis=2)  # (K, B)
-        correct = (pred == y).astype(np.float32)
-        p_y = probs[:, ar, y]  # (K, B)
-        mask = correct.copy()
-        none = correct.sum(axis=0) == 0
+        all_probs = self._with_context_np(probs)
+        mask = (all_probs.argmax(axis=2) == y).astype(np.float32)  # (K [+1], B)
+        correct = mask[:k].copy()
+        p_y = all_probs[:, ar, y]
+        none = mask.sum(axis=0) == 0
         if none.any():
             cols = np.flatnonzero(none)
             mask[p_y[:, cols].argmax(axis=0), cols] = 1.0
@@ -385,7 +426,7 @@ class NeuralDriftMoE(Classifier):
         dlogits = probs  # reused in place: probs is not needed after this point
         dlogits[:, ar, y] -= 1.0
         if self.top_k is not None and self.top_k < k:
-            top = np.argpartition(-g, self.top_k - 1, axis=1)[:, : self.top_k]
+            top = np.argpartition(-g[:, :k], self.top_k - 1, axis=1)[:, : self.top_k]
             sel = np.zeros((b, k), dtype=np.float32)
             np.put_along_axis(sel, top, 1.0, axis=1)
             dlogits *= (sel.T / np.float32(b))[:, :, None]
@@ -398,7 +439,7 @@ class NeuralDriftMoE(Classifier):
         da[:, :kh] = (dlogits @ p["w2"].transpose(0, 2, 1)).transpose(1, 0, 2).reshape(b, kh)
 
         sg = 1.0 / (1.0 + np.exp(-g))
-        dg = (sg - mask.T) * np.float32(1.0 / (b * k))
+        dg = (sg - mask.T) * np.float32(1.0 / (b * g.shape[1]))
         np.matmul(h[:, kh:].T, dg, out=gr["r2"])
         np.sum(dg, axis=0, out=gr["rb2"])
         np.matmul(dg, p["r2"].T, out=da[:, kh:])
@@ -491,7 +532,23 @@ class NeuralDriftMoE(Classifier):
                     self._graph_step(xb, yb)
                 else:
                     self._train_step_t(xb, yb, torch.ones(xb.shape[0], device=self._dev))
+        if self.label_context:
+            self._update_context(yi)
         self._n_seen += len(X)
+
+    def _update_context(self, yi: np.ndarray) -> None:
+        """Fold this batch's labels into the recent-label profile, newest weighted most.
+
+        The profile is an exponentially weighted class histogram (half-life in events) fed to
+        every expert and the router as a shared input. It is updated only after the batch
+        learned, so the batch trained with the profile its predictions were made with.
+        """
+        n = yi.shape[0]
+        decay = 0.5 ** (1.0 / self.context_halflife)
+        w = (1.0 - decay) * decay ** np.arange(n - 1, -1, -1, dtype=np.float64)
+        hist = np.bincount(yi, weights=w, minlength=self._c_cap).astype(np.float32)
+        ctx = self._ctx
+        ctx.mul_(float(decay**n)).add_(torch.from_numpy(hist).to(self._dev))
 
     def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
         """Mixture probabilities (B, n_classes); the model and the feature space are untouched."""
@@ -553,6 +610,7 @@ class NeuralDriftMoE(Classifier):
                 step=float(self._step.item()),
                 expert_accuracy=self._acc.detach().to("cpu").clone(),
                 class_bias=self._class_bias.detach().to("cpu").clone(),
+                label_context=self._ctx.detach().to("cpu").clone(),
             )
         return state
 
@@ -585,6 +643,7 @@ class NeuralDriftMoE(Classifier):
         self._step.fill_(float(state["step"]))
         self._acc.copy_(torch.as_tensor(state["expert_accuracy"], dtype=torch.float32))
         self._class_bias.copy_(torch.as_tensor(state["class_bias"], dtype=torch.float32))
+        self._ctx.copy_(torch.as_tensor(state["label_context"], dtype=torch.float32))
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:

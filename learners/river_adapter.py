@@ -10,6 +10,7 @@ from typing import Any
 
 from learners.base import Classifier, Features, Label, validate_batch
 from learners.exceptions import InvalidInputError, UnknownLearnerError
+from learners.pickling import dumps_river
 
 
 def build_river_model(name: str, params: Mapping[str, Any], seed: int | None) -> Any:
@@ -41,6 +42,21 @@ def build_river_model(name: str, params: Mapping[str, Any], seed: int | None) ->
     return cls(**kwargs)
 
 
+#: River classifiers that take numbers only: the adapter one-hot encodes string features
+NUMERIC_ONLY = frozenset(
+    {
+        "linear_model.LogisticRegression",
+        "linear_model.Perceptron",
+        "linear_model.PAClassifier",
+        "naive_bayes.GaussianNB",
+        "neighbors.KNNClassifier",
+        "forest.AMFClassifier",
+    }
+)
+#: binary-only River classifiers: wrapped one-vs-rest so that any labels work
+BINARY_ONLY = frozenset({"linear_model.LogisticRegression", "linear_model.Perceptron", "linear_model.PAClassifier"})
+
+
 def _kind(value: Any) -> str:
     return "string" if isinstance(value, str) else "number"
 
@@ -48,7 +64,9 @@ def _kind(value: Any) -> str:
 class RiverClassifier(Classifier):
     """A River classifier named from the allow-list, with its parameters.
 
-    River models assume a feature keeps its type: a string where a tree split on a
+    Binary-only linear models are wrapped one-vs-rest, and models that take numbers only
+    see string features one-hot encoded (``colour=red: 1.0``), so every allow-listed model
+    takes the same events. River models assume a feature keeps its type: a string where a tree split on a
     number raises deep inside River. The adapter remembers each feature's kind (number or
     string) from the first event that had it and rejects a row that changes it, naming
     the feature, so the runtime can dead-letter that one event and the API answer 422.
@@ -62,7 +80,17 @@ class RiverClassifier(Classifier):
         self.params = dict(params or {})
         self.seed = seed
         self._model = build_river_model(name, self.params, seed)
+        if name in BINARY_ONLY:
+            from river.multiclass import OneVsRestClassifier
+
+            self._model = OneVsRestClassifier(self._model)
         self._kinds: dict[str, str] = {}
+        self._n_learned = 0
+
+    def _encode(self, x: Features) -> dict[str, Any]:
+        if self.name not in NUMERIC_ONLY:
+            return dict(x)
+        return {(f"{k}={v}" if isinstance(v, str) else k): (1.0 if isinstance(v, str) else float(v)) for k, v in x.items()}
 
     def _check_kinds(self, x: Features, where: str = "x") -> None:
         for k, v in x.items():
@@ -74,7 +102,8 @@ class RiverClassifier(Classifier):
         self._check_kinds(x)
         for k, v in x.items():
             self._kinds.setdefault(k, _kind(v))
-        self._model.learn_one(dict(x), y)
+        self._model.learn_one(self._encode(x), y)
+        self._n_learned += 1
 
     def __repr__(self) -> str:
         return f"RiverClassifier({self.name!r}, params={self.params!r}, seed={self.seed})"
@@ -95,7 +124,9 @@ class RiverClassifier(Classifier):
         validate_batch(X)
         for i, x in enumerate(X):
             self._check_kinds(x, f"X[{i}]")
-        return [dict(self._model.predict_proba_one(dict(x))) for x in X]
+        if not self._n_learned:  # some River models build themselves lazily on first use
+            return [{} for _ in X]
+        return [dict(self._model.predict_proba_one(self._encode(x))) for x in X]
 
     def predict_one(self, x: Features) -> Label | None:
         return self.predict_many([x])[0]
@@ -104,15 +135,18 @@ class RiverClassifier(Classifier):
         validate_batch(X)
         for i, x in enumerate(X):
             self._check_kinds(x, f"X[{i}]")
-        return [self._model.predict_one(dict(x)) for x in X]
+        if not self._n_learned:
+            return [None for _ in X]
+        return [self._model.predict_one(self._encode(x)) for x in X]
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "params": self.params,
             "seed": self.seed,
-            "model": pickle.dumps(self._model, protocol=pickle.HIGHEST_PROTOCOL),
+            "model": dumps_river(self._model),
             "kinds": dict(self._kinds),
+            "n_learned": self._n_learned,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -122,6 +156,7 @@ class RiverClassifier(Classifier):
             )
         self._model = pickle.loads(state["model"])  # noqa: S301 - verified snapshot only
         self._kinds = dict(state["kinds"])
+        self._n_learned = int(state["n_learned"])
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from learners.driftmoe_neural import NeuralDriftMoE
+from learners.exceptions import InvalidInputError
+
+PARAMS = NeuralDriftMoE._unit_test_params()
+
+
+def _separable(n: int, seed: int) -> list[tuple[dict, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        out.append(({"a": a, "b": b * 100.0}, "pos" if a + b / 2 > 0 else "neg"))
+    return out
+
+
+def _stream(model: NeuralDriftMoE, events: list[tuple[dict, object]], batch: int = 64) -> float:
+    correct = 0
+    for i in range(0, len(events), batch):
+        chunk = events[i : i + batch]
+        X = [x for x, _ in chunk]
+        y = [t for _, t in chunk]
+        correct += sum(p == t for p, t in zip(model.predict_many(X), y, strict=True))
+        model.learn_many(X, y)
+    return correct / len(events)
+
+
+def test_predict_before_learning() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    assert m.predict_one({"a": 1.0}) is None
+    assert m.predict_proba_one({"a": 1.0}) == {}
+    assert m.predict_many([{"a": 1.0}, {}]) == [None, None]
+
+
+def test_explicit_cpu_and_cuda_graph_flag_on_cpu() -> None:
+    m = NeuralDriftMoE(**{**PARAMS, "cuda_graph": True})
+    assert m._dev.type == "cpu"
+    _stream(m, _separable(200, 0))
+    assert m.predict_one({"a": 0.5, "b": 0.0}) in ("pos", "neg")
+    assert NeuralDriftMoE(**{**PARAMS, "device": "auto"})._dev.type in ("cpu", "cuda")
+
+
+def test_deterministic_for_a_seed() -> None:
+    events = _separable(600, 1)
+    a, b = NeuralDriftMoE(**PARAMS, seed=7), NeuralDriftMoE(**PARAMS, seed=7)
+    _stream(a, events)
+    _stream(b, events)
+    sa, sb = a.state_dict(), b.state_dict()
+    for key in ("params", "exp_avg", "exp_avg_sq", "expert_accuracy"):
+        assert torch.equal(sa[key], sb[key]), key
+    c = NeuralDriftMoE(**PARAMS, seed=8)
+    _stream(c, events)
+    assert not torch.equal(sa["params"], c.state_dict()["params"])
+
+
+def test_learns_a_separable_stream() -> None:
+    m = NeuralDriftMoE(**{**PARAMS, "batch_size": 16}, seed=0)
+    events = _separable(4000, 2)
+    _stream(m, events[:3000])
+    assert _stream(m, events[3000:]) > 0.9
+
+
+def test_learn_one_predict_one() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    for x, y in _separable(300, 3):
+        m.learn_one(x, y)
+    proba = m.predict_proba_one({"a": 0.9, "b": 0.0})
+    assert set(proba) == {"pos", "neg"}
+    assert sum(proba.values()) == pytest.approx(1.0, abs=1e-5)
+    assert m.n_seen == 300
+
+
+def test_growth_new_feature_and_new_class_mid_stream() -> None:
+    m = NeuralDriftMoE(**PARAMS, seed=1)
+    _stream(m, _separable(500, 4))
+    d_cap, c_cap = m._d_cap, m._c_cap
+    before = m.predict_proba_many([{"a": 0.3, "b": 10.0}])
+    # many new features past the capacity, and classes past the capacity
+    rng = random.Random(5)
+    extra = [
+        ({"a": rng.uniform(-1, 1), "b": 0.0, **{f"f{j}": rng.random() for j in range(20)}}, c)
+        for c in ("c1", "c2", "c3")
+        for _ in range(50)
+    ]
+    m.learn_many([x for x, _ in extra], [y for _, y in extra])
+    assert m._d_cap > d_cap and m._c_cap > c_cap
+    proba = m.predict_proba_one({"a": 0.3, "b": 10.0, "f3": 0.5})
+    assert set(proba) == {"pos", "neg", "c1", "c2", "c3"}
+    assert sum(proba.values()) == pytest.approx(1.0, abs=1e-5)
+    assert before[0].keys() == {"pos", "neg"}
+    # keeps learning after growth
+    _stream(m, extra * 4)
+    assert m.predict_one({"a": 0.0, "b": 0.0, "f1": 0.2}) in ("c1", "c2", "c3", "pos", "neg")
+
+
+def test_growth_preserves_function_on_known_inputs() -> None:
+    m = NeuralDriftMoE(**PARAMS, seed=2)
+    _stream(m, _separable(300, 6))
+    probe = [{"a": 0.1 * i, "b": 5.0 * i} for i in range(-5, 6)]
+
+    def expert_view() -> tuple[np.ndarray, np.ndarray]:
+        _, _, probs, gate = m._forward_np(m._matrix(m._features.transform(probe)))
+        return probs[:, :, 0] / probs[:, :, :2].sum(axis=2), gate
+
+    ratio_before, gate_before = expert_view()
+    m._features.update([{f"g{j}": 1.0 for j in range(40)}])
+    m._labels.update(["z"])
+    m._grow()  # capacity grows; no learning happened
+    assert m._d_cap >= 41 and m._c_cap >= 3
+    ratio_after, gate_after = expert_view()
+    # zero-initialised new weights: each expert still ranks the old classes the same way
+    np.testing.assert_allclose(ratio_after, ratio_before, rtol=1e-5)
+    np.testing.assert_allclose(gate_after, gate_before, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_does_not_mutate() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    _stream(m, _separable(300, 7))
+    s0 = m.state_dict()
+    x = {"a": 0.2, "b": 3.0, "brand_new": 5.0, "cat": "x"}
+    m.predict_many([x] * 5)
+    m.predict_proba_many([x])
+    s1 = m.state_dict()
+    for key in ("params", "exp_avg", "exp_avg_sq", "expert_accuracy"):
+        assert torch.equal(s0[key], s1[key])
+    assert s0["features"]["names"] == s1["features"]["names"]
+    np.testing.assert_array_equal(s0["features"]["mean"], s1["features"]["mean"])
+    assert x == {"a": 0.2, "b": 3.0, "brand_new": 5.0, "cat": "x"}
+
+
+@pytest.mark.parametrize("label_context", [False, True])
+def test_state_round_trip_bit_identical(label_context: bool) -> None:
+    events = _separable(800, 8)
+    m = NeuralDriftMoE(**PARAMS, label_context=label_context, seed=3)
+    _stream(m, events[:400])
+    restored = NeuralDriftMoE(**PARAMS, label_context=label_context, seed=999)
+    restored.load_state_dict(m.state_dict())
+    probe = [x for x, _ in events[400:500]]
+    assert restored.predict_proba_many(probe) == m.predict_proba_many(probe)
+    # and it keeps learning identically, including a drift reset that draws new weights
+    assert m.on_drift() == restored.on_drift()
+    _stream(m, events[400:])
+    _stream(restored, events[400:])
+    assert torch.equal(m.state_dict()["params"], restored.state_dict()["params"])
+    assert restored.predict_proba_many(probe) == m.predict_proba_many(probe)
+
+
+def test_state_round_trip_before_learning() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    r = NeuralDriftMoE(**PARAMS)
+    r.load_state_dict(m.state_dict())
+    assert r.predict_one({"a": 1.0}) is None
+
+
+def test_on_drift_resets_an_expert() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    assert m.on_drift() is None
+    _stream(m, _separable(300, 9))
+    j = m.on_drift()
+    assert j is not None and 0 <= j < m.n_experts
+    assert float(m._m["w2"][j].abs().sum()) == 0.0
+
+
+def test_top_k_and_top1_variants_learn() -> None:
+    for extra in ({"top_k": 1}, {"combine": "top1"}):
+        m = NeuralDriftMoE(**{**PARAMS, **extra}, seed=0)
+        events = _separable(3000, 10)
+        _stream(m, events[:2000])
+        assert _stream(m, events[2000:]) > 0.85, extra
+
+
+def test_invalid_input_rejected_without_side_effects() -> None:
+    m = NeuralDriftMoE(**PARAMS)
+    _stream(m, _separable(100, 11))
+    dim = m._features.dim
+    with pytest.raises(InvalidInputError):
+        m.learn_many([{"a": 1.0, "new": 2.0}, {"a": float("nan")}], ["pos", "neg"])
+    with pytest.raises(InvalidInputError):
+        m.learn_many([{"a": 1.0}], [[1]])
+    with pytest.raises(InvalidInputError):
+        m.predict_many([{"a": None}])
+    assert m._features.dim == dim
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"n_experts": 0}, {"lr": 0.0}, {"combine": "avg"}, {"device": "tpu"}, {"top_k": 0}],
+)
+def test_constructor_validation(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        NeuralDriftMoE(**{**PARAMS, **bad})
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_matches_eager() -> None:
+    events = _separable(640, 12)
+    eager = NeuralDriftMoE(**{**PARAMS, "device": "cuda", "batch_size": 32}, seed=4)
+    graph = NeuralDriftMoE(
+        **{**PARAMS, "device": "cuda", "batch_size": 32, "cuda_graph": True}, seed=4
+    )
+    acc_e = _stream(eager, events, batch=50)  # 50 = one full and one padded step
+    acc_g = _stream(graph, events, batch=50)
+    assert abs(acc_e - acc_g) < 0.02
+    torch.testing.assert_close(
+        eager.state_dict()["params"], graph.state_dict()["params"], rtol=1e-3, atol=1e-3
+    )

@@ -1,0 +1,70 @@
+"""Every learner against the learner contract (``learners.checks``).
+
+Native learners come from ``learners.registry.NATIVE`` with their class's
+``_unit_test_params()``; River learners from a representative set of allow-listed names.
+A learner whose module does not import still gets every check, each failing with the
+import error: nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+
+from learners import checks
+from learners.base import Learner
+from learners.registry import NATIVE, make_learner
+
+torch.set_num_threads(1)
+
+#: River names and small parameters for the suite
+RIVER_LEARNERS: dict[str, dict[str, Any]] = {
+    "river:tree.HoeffdingTreeClassifier": {"grace_period": 20},
+    "river:forest.ARFClassifier": {"n_models": 3},
+    "river:linear_model.LogisticRegression": {},
+    "river:naive_bayes.GaussianNB": {},
+}
+
+
+def _native_factory(name: str) -> Callable[[], Learner]:
+    def build() -> Learner:
+        module_name, cls_name = NATIVE[name].split(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
+        return make_learner(name, cls._unit_test_params(), seed=3)
+
+    return build
+
+
+def _river_factory(name: str, params: dict[str, Any]) -> Callable[[], Learner]:
+    def build() -> Learner:
+        return make_learner(name, params, seed=3)
+
+    return build
+
+
+def _factories() -> dict[str, Callable[[], Learner]]:
+    out = {name: _native_factory(name) for name in sorted(NATIVE)}
+    out.update({name: _river_factory(name, p) for name, p in RIVER_LEARNERS.items()})
+    return out
+
+
+def _cases() -> list[Any]:
+    cases = []
+    for name, factory in _factories().items():
+        for check in checks.yield_checks(factory):
+            cases.append(pytest.param(factory, check, id=f"{name}-{check.__name__}"))
+    return cases
+
+
+@pytest.mark.parametrize(("factory", "check"), _cases())
+def test_learner_contract(factory: Callable[[], Learner], check: checks.Check) -> None:
+    check(factory, checks.seeded_stream())
+
+
+def test_every_native_learner_is_covered() -> None:
+    ids = {c.id.split("-check_")[0] for c in _cases()}
+    assert set(NATIVE) <= ids
