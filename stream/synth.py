@@ -203,7 +203,9 @@ def _led_concepts(
         _named(
             river_synth.LEDDrift(
                 seed=seed,
-                noise_percentage=noise,
+                # River flips a segment when 0.01 + U(0,1) <= p, i.e. with probability
+                # p - 0.01; MOA flips with probability p. Shift so the rate is MOA's.
+                noise_percentage=min(1.0, noise + 0.01) if noise > 0 else 0.0,
                 irrelevant_features=True,
                 n_drift_features=k,
             ),
