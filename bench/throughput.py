@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from learners.driftmoe_neural import NeuralDriftMoE
 
-    console = Console()
+    console = Console(width=140)
     events = sea_events(max(args.n, args.arf_n), args.seed)
     stream = "sea_a"
     jobs: list[tuple[str, int, int | None, str, Callable[[], Any], int]] = []

@@ -67,7 +67,7 @@ def test_is_prequential_per_micro_batch_and_matches_river(tmp_path, batch):
         for ev in chunk:
             model.learn_one(ev.x, ev.y)
     assert pipe.counters.events == 3000 and pipe.counters.labelled == 3000
-    assert pipe.metrics.accuracy.get() == correct / 3000
+    assert pipe.metrics.summary()["accuracy"] == correct / 3000
     preds = _topic(log, "predictions")
     assert [p["id"] for p in preds] == [f"e{i}" for i in range(3000)]
 
@@ -133,7 +133,7 @@ def test_restore_gives_identical_predictions_and_resumes_at_the_stored_offset(tm
     second.run(max_events=5000)
     assert second.counters.events == 5000
     assert second.learner.predict_proba_many(probe) == straight.learner.predict_proba_many(probe)
-    assert second.metrics.accuracy.get() == straight.metrics.accuracy.get()
+    assert second.metrics.summary() == straight.metrics.summary()
 
 
 def test_checkpoints_every_n_events_and_commits_offsets_after_the_snapshot(tmp_path):
