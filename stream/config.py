@@ -92,18 +92,12 @@ class Settings(BaseSettings):
             raise ValueError(f"choose one of {sorted(DETECTORS)}")
         return v
 
-    @field_validator("drift_direction")
+    @field_validator("drift_direction", "drift_reaction")
     @classmethod
-    def _direction(cls, v: str) -> str:
-        if v not in ("increase", "both"):
-            raise ValueError("choose 'increase' or 'both'")
-        return v
-
-    @field_validator("drift_reaction")
-    @classmethod
-    def _reaction(cls, v: str) -> str:
-        if v not in ("learner", "none"):
-            raise ValueError("choose 'learner' or 'none'")
+    def _choice(cls, v: str, info: Any) -> str:
+        allowed = {"drift_direction": ("increase", "both"), "drift_reaction": ("learner", "none")}[info.field_name]
+        if v not in allowed:
+            raise ValueError(f"choose {' or '.join(repr(a) for a in allowed)}")
         return v
 
     @field_validator("snapshot_key")

@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from learners.base import validate_x
+from learners.exceptions import InvalidInputError
 from stream.exceptions import EventError
 
 EVENT_FIELDS = frozenset({"id", "x", "y", "ts", "key"})
@@ -43,14 +45,10 @@ def check_features(x: Any, where: str = "x") -> dict[str, float | int | str | bo
         raise EventError(f"'{where}' has no features")
     if len(x) > MAX_FEATURES:
         raise EventError(f"'{where}' has {len(x)} features; at most {MAX_FEATURES} are allowed")
-    for name, value in x.items():
-        if isinstance(value, bool | str):
-            continue
-        if isinstance(value, int | float):
-            if not math.isfinite(value):
-                raise EventError(f"'{where}.{name}' must be finite, got {value}")
-            continue
-        raise EventError(f"'{where}.{name}' must be a number, string or bool, got {_kind(value)}")
+    try:
+        validate_x(x, where)
+    except InvalidInputError as exc:
+        raise EventError(str(exc)) from None
     return x
 
 

@@ -118,9 +118,9 @@ def test_http_api_predicts_lists_alerts_and_rejects_bad_requests(tmp_path):
                 if code == 422:
                     assert r.json()["detail"], name
             r = http.post("/v1/models/default/predict", json={"x": {"x0": [1, 2]}})
-            assert "'x.x0' must be a number, string or bool" in r.json()["detail"]
+            assert "x['x0'] must be a number, string or bool" in r.json()["detail"]
             r = http.post("/v1/models/default/predict", json={"rows": [{"x0": 1}, {"x0": {}}]})
-            assert r.status_code == 422 and "'rows[1].x0'" in r.json()["detail"]
+            assert r.status_code == 422 and "rows[1]['x0']" in r.json()["detail"]
             r = http.post("/v1/models/default/predict", content=b"{not json", headers={"content-type": "application/json"})
             assert r.status_code == 422 and "JSON" in r.json()["detail"]
             r = http.post("/v1/models/nope/predict", json={"x": {"x0": 1}})
