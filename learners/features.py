@@ -255,6 +255,9 @@ class FeatureSpace:
         if not X:
             return
         _, c, v, is_num = self._scatter(X, grow=True)
+        self._fold(c, v, is_num)
+
+    def _fold(self, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> None:
         c, v = c[is_num], v[is_num]
         if c.size == 0:
             return
@@ -289,11 +292,14 @@ class FeatureSpace:
 
     def transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """``X`` as an ``(len(X), dim)`` float32 matrix; never changes the space."""
-        d = self.dim
-        out = np.zeros((len(X), d), dtype=np.float32)
-        if not X or d == 0:
-            return out
-        r, c, v, is_num = self._scatter(X, grow=False)
+        if not X or self.dim == 0:
+            return np.zeros((len(X), self.dim), dtype=np.float32)
+        return self._dense(len(X), *self._scatter(X, grow=False))
+
+    def _dense(
+        self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
+    ) -> np.ndarray:
+        out = np.zeros((n, self.dim), dtype=np.float32)
         if c.size == 0:
             return out
         shift, scale = self._shift_scale()
@@ -306,9 +312,14 @@ class FeatureSpace:
         return out
 
     def update_and_transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Learn from ``X``, then return it transformed with the updated statistics."""
-        self.update(X)
-        return self.transform(X)
+        """Learn from ``X``, then return it transformed with the updated statistics.
+
+        Reads the dicts once: on the hot path this walk costs as much as a training step."""
+        if not X:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        coords = self._scatter(X, grow=True)
+        self._fold(*coords[1:])
+        return self._dense(len(X), *coords)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
