@@ -64,6 +64,9 @@ class FeatureSpace:
         self._count = np.zeros(cap, dtype=np.float64)
         self._mean = np.zeros(cap, dtype=np.float64)
         self._m2 = np.zeros(cap, dtype=np.float64)
+        # the last transform's scan, for the learn that usually follows the predict on the
+        # same rows (see update_and_transform); a cache only, never in the state
+        self._memo: tuple[list[Any], int, tuple[np.ndarray, ...]] | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -294,7 +297,19 @@ class FeatureSpace:
         """``X`` as an ``(len(X), dim)`` float32 matrix; never changes the space."""
         if not X or self.dim == 0:
             return np.zeros((len(X), self.dim), dtype=np.float32)
-        return self._dense(len(X), *self._scatter(X, grow=False))
+        coords = self._scatter(X, grow=False)
+        # every feature known: a learning scan of the same rows would give the same coordinates
+        if coords[1].size == sum(map(len, X)):
+            self._memo = (list(X), self.dim, coords)
+        return self._dense(len(X), *coords)
+
+    def _recall(self, X: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, ...] | None:
+        memo, self._memo = self._memo, None
+        if memo is None or memo[1] != self.dim or len(memo[0]) != len(X):
+            return None
+        if any(a is not b for a, b in zip(memo[0], X, strict=True)):
+            return None
+        return memo[2]
 
     def _dense(
         self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
@@ -314,10 +329,13 @@ class FeatureSpace:
     def update_and_transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Learn from ``X``, then return it transformed with the updated statistics.
 
-        Reads the dicts once: on the hot path this walk costs as much as a training step."""
+        Reading the dicts costs as much as a training step, so it is done once: and not at
+        all when the last ``transform`` read the very same dict objects (the prequential
+        predict-then-learn), whose scan is reused. A caller must not change a row's
+        contents in place between the two calls."""
         if not X:
             return np.zeros((0, self.dim), dtype=np.float32)
-        coords = self._scatter(X, grow=True)
+        coords = self._recall(X) or self._scatter(X, grow=True)
         self._fold(*coords[1:])
         return self._dense(len(X), *coords)
 

@@ -121,3 +121,23 @@ def test_label_space() -> None:
     assert other.labels == ["b", "a"]
     other.update([3])
     assert other.encode([3]).tolist() == [2]
+
+
+def test_learning_after_predicting_the_same_rows_matches_a_fresh_scan():
+    import random as _random
+
+    rng = _random.Random(3)
+    rows = [{"a": rng.random(), "b": rng.choice(["u", "v"]), "c": rng.randint(0, 9)} for _ in range(64)]
+    warm = [{"a": 0.5, "b": "u", "c": 1}, {"a": 0.1, "b": "v", "c": 2}]
+    reused, fresh = FeatureSpace(), FeatureSpace()
+    for fs in (reused, fresh):
+        fs.update(warm)
+    reused.transform(rows)  # leaves a scan of these very dicts behind
+    out_reused = reused.update_and_transform(list(rows))
+    out_fresh = fresh.update_and_transform(rows)
+    assert np.array_equal(out_reused, out_fresh)
+    assert np.array_equal(reused.mean, fresh.mean) and reused.columns == fresh.columns
+    # rows with an unseen feature are scanned afresh, so the new column is learned
+    new = [{**r, "d": 1.0} for r in rows[:4]]
+    reused.transform(new)
+    assert reused.update_and_transform(new).shape == (4, fresh.dim + 1)
