@@ -90,6 +90,9 @@ def test_reports(row_and_dir: tuple[dict[str, Any], Path]) -> None:
     assert "Airlines" in md
     png = results / "accuracy_sea_a.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a later run of another learner finds this row and reports both
+    (found,) = accuracy.cached_rows(results, ["sea_a"], 2_000, 3, False)
+    assert (found["learner"], found["accuracy"]) == ("ht", row["accuracy"])
     (line,) = jsonl.read_text().splitlines()
     assert json.loads(line)["accuracy"] == row["accuracy"]
 
