@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy.signal import lfilter
 
 from learners.base import Classifier, Features, Label, validate_batch, validate_y
 from learners.features import FeatureSpace, LabelSpace
@@ -22,7 +23,7 @@ _EPS = 1e-8
 _NEG = -1e9
 # weight of the newest micro-batch in each expert's running accuracy
 _ACC_DECAY = 0.05
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 
 _BLAS: Any = None
@@ -79,6 +80,9 @@ class NeuralDriftMoE(Classifier):
         Train only the router's top-k experts per row (None: all experts learn every row).
     combine, temperature
         How experts are combined at prediction; softmax temperature of the router weights.
+    input_halflife
+        Half-life, in events, of the recent average each feature's deviation is measured
+        from (an extra input per feature); None turns the input context off.
     label_context, context_halflife
         Add a recent-label expert (an exponentially weighted histogram of the latest labels,
         half-life in events) to the router's choices. Off by default: it did not help here.
@@ -118,6 +122,23 @@ class NeuralDriftMoE(Classifier):
     defaults + recent-label expert                           0.791
     ======================================================  ======
 
+    Input context (``input_halflife``): each feature also enters as its deviation from an
+    exponential average of the preceding rows, the micro-batch's own earlier rows
+    included. A micro-batch is predicted before any of it is learned, so it cannot use
+    the labels of its neighbours the way a per-event learner does; the recent inputs are
+    the next best thing. First 50k events of the 8 streams, steps of 16:
+
+    ======================================================  ======
+    input_halflife                                          mean
+    ======================================================  ======
+    None (off)                                               0.819
+    8 / 32 (the default) / 128 events                        0.833 / 0.839 / 0.826
+    ======================================================  ======
+
+    Electricity gains most (0.780 → 0.893) and fast-drifting RBF gains a point; SEA and LED,
+    whose events are independent, lose 0.1-0.5. ``hidden=64`` adds 0.2 points for 15% of
+    the speed, steps of 8 rows 0.3 points for 35%.
+
     Several small steps per micro-batch matter most under fast drift (RBF fast: 0.60 with one
     step per 256 rows, 0.79 with steps of 16); the mixture beats top-1 routing because under
     drift several experts are partly right and averaging them is smoother than switching;
@@ -141,6 +162,7 @@ class NeuralDriftMoE(Classifier):
         temperature: float = 1.0,
         label_context: bool = False,
         context_halflife: float = 128.0,
+        input_halflife: float | None = 32.0,
         batch_size: int = 16,
         standardize: bool = True,
         hash_dim: int | None = None,
@@ -164,6 +186,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if context_halflife <= 0:
             raise ValueError(f"context_halflife must be > 0, got {context_halflife}")
+        if input_halflife is not None and input_halflife <= 0:
+            raise ValueError(f"input_halflife must be > 0 or None, got {input_halflife}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
@@ -179,6 +203,7 @@ class NeuralDriftMoE(Classifier):
         self.temperature = temperature
         self.label_context = label_context
         self.context_halflife = context_halflife
+        self.input_halflife = input_halflife
         self.batch_size = batch_size
         self.standardize = standardize
         self.hash_dim = hash_dim
@@ -192,6 +217,13 @@ class NeuralDriftMoE(Classifier):
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+    @property
+    def _in_dim(self) -> int:
+        # with input context, feature j feeds inputs 2j (its value) and 2j+1 (its deviation
+        # from the recent average): a new feature appends two inputs, so growth never moves
+        # the weights of known inputs
+        return self._features.dim * (2 if self.input_halflife else 1)
 
     @property
     def _n_gate(self) -> int:
@@ -210,6 +242,8 @@ class NeuralDriftMoE(Classifier):
         self._gen.manual_seed(self.seed)
         self._d_cap = 0
         self._c_cap = 0
+        # recent average of each (standardised) feature, for the input context
+        self._ema = np.zeros(0, dtype=np.float64)
         self._p: dict[str, torch.Tensor] = {}
         self._graph: Any = None
         self._n_seen = 0
@@ -283,7 +317,7 @@ class NeuralDriftMoE(Classifier):
 
     def _init_expert(self, j: int) -> None:
         """Fresh Glorot weights for expert ``j`` on the known dims; padding stays zero."""
-        d, c, h = self._features.dim, len(self._labels), self.hidden
+        d, c, h = self._in_dim, len(self._labels), self.hidden
         p = self._p
         cols = slice(j * h, (j + 1) * h)
         p["w1"][:, cols] = 0.0
@@ -300,7 +334,7 @@ class NeuralDriftMoE(Classifier):
 
     def _build(self) -> None:
         """First allocation, once the first batch has fixed the initial dim and class count."""
-        d, c = self._features.dim, len(self._labels)
+        d, c = self._in_dim, len(self._labels)
         k, h, hr = self.n_experts, self.hidden, self.router_hidden
         self._d_cap, self._c_cap = _next_pow2(d, 8), _next_pow2(c, 2)
         self._allocate_all()
@@ -346,7 +380,7 @@ class NeuralDriftMoE(Classifier):
 
     def _grow(self) -> None:
         """Make room for the current dim and class count, keeping weights and optimiser state."""
-        d, c = self._features.dim, len(self._labels)
+        d, c = self._in_dim, len(self._labels)
         if not self._p:
             self._build()
             return
@@ -593,9 +627,25 @@ class NeuralDriftMoE(Classifier):
         self._graph = graph
 
     # ------------------------------------------------------------------ API
-    def _matrix(self, z: np.ndarray) -> np.ndarray:
+    def _matrix(self, z: np.ndarray, advance: bool) -> np.ndarray:
         out = np.zeros((z.shape[0], self._d_cap), dtype=np.float32)
-        out[:, : z.shape[1]] = z
+        if not self.input_halflife:
+            out[:, : z.shape[1]] = z
+            return out
+        d = z.shape[1]
+        ema = np.zeros(d)
+        ema[: self._ema.shape[0]] = self._ema[:d]
+        # each row's context is the exponential average of the rows before it (this batch
+        # included, in order), so a micro-batch sees the recent past that per-event
+        # learners get from learning event by event: on temporally dependent streams
+        # (prices, terrain) the deviation from it carries much of the signal
+        a = 0.5 ** (1.0 / self.input_halflife)
+        running = lfilter([1.0 - a], [1.0, -a], z, axis=0, zi=(a * ema)[None, :])[0]
+        before = np.vstack([ema[None, :], running[:-1]])
+        out[:, 0 : 2 * d : 2] = z
+        out[:, 1 : 2 * d : 2] = z - before
+        if advance:
+            self._ema = running[-1].copy()
         return out
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
@@ -609,7 +659,7 @@ class NeuralDriftMoE(Classifier):
         z = self._features.update_and_transform(X)
         yi = self._labels.update_and_encode(list(y))
         self._grow()
-        xm = self._matrix(z)
+        xm = self._matrix(z, advance=True)
         bs = self.batch_size
         if self._dev.type == "cpu":
             with _one_blas_thread():
@@ -644,7 +694,7 @@ class NeuralDriftMoE(Classifier):
 
     def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
         """Mixture probabilities (B, n_classes); the model and the feature space are untouched."""
-        xm = self._matrix(self._features.transform(X))
+        xm = self._matrix(self._features.transform(X), advance=False)
         c = len(self._labels)
         if self._dev.type == "cpu":
             with _one_blas_thread():
@@ -689,6 +739,7 @@ class NeuralDriftMoE(Classifier):
             "version": _STATE_VERSION,
             "n_seen": self._n_seen,
             "features": self._features.state_dict(),
+            "input_context": self._ema.copy(),
             "labels": self._labels.state_dict(),
             "generator": self._gen.get_state().clone(),
             "built": bool(self._p),
@@ -712,6 +763,7 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"unsupported NeuralDriftMoE state version {state.get('version')!r}")
         self._reset()
         self._features.load_state_dict(state["features"])
+        self._ema = np.asarray(state["input_context"], dtype=np.float64).copy()
         self._labels.load_state_dict(state["labels"])
         self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self._n_seen = int(state["n_seen"])

@@ -106,7 +106,7 @@ def test_growth_preserves_function_on_known_inputs() -> None:
     probe = [{"a": 0.1 * i, "b": 5.0 * i} for i in range(-5, 6)]
 
     def expert_view() -> tuple[np.ndarray, np.ndarray]:
-        _, _, probs, gate = m._forward_np(m._matrix(m._features.transform(probe)))
+        _, _, probs, gate = m._forward_np(m._matrix(m._features.transform(probe), advance=False))
         return probs[:, :, 0] / probs[:, :, :2].sum(axis=2), gate
 
     ratio_before, gate_before = expert_view()
@@ -211,3 +211,34 @@ def test_cuda_graph_matches_eager() -> None:
     torch.testing.assert_close(
         eager.state_dict()["params"], graph.state_dict()["params"], rtol=1e-3, atol=1e-3
     )
+
+
+def _trend_stream(n: int, seed: int) -> list[tuple[dict[str, float], int]]:
+    """A random-walk price whose label says whether it is above its recent average."""
+    rng = np.random.default_rng(seed)
+    price = np.cumsum(rng.normal(size=n))
+    out = []
+    for t in range(n):
+        recent = price[max(0, t - 32) : t]
+        above = int(price[t] > (recent.mean() if recent.size else price[t]))
+        out.append(({"price": float(price[t])}, above))
+    return out
+
+
+def _batch_accuracy(m: NeuralDriftMoE, events: list[tuple[dict[str, float], int]]) -> float:
+    correct = 0
+    for i in range(0, len(events), 256):
+        chunk = events[i : i + 256]
+        preds = m.predict_many([x for x, _ in chunk])
+        correct += sum(p == y for p, (_, y) in zip(preds, chunk, strict=True))
+        m.learn_many([x for x, _ in chunk], [y for _, y in chunk])
+    return correct / len(events)
+
+
+def test_input_context_sees_the_recent_past_within_a_micro_batch() -> None:
+    events = _trend_stream(20_000, 4)
+    with_context = _batch_accuracy(NeuralDriftMoE(device="cpu", seed=1), events)
+    without = _batch_accuracy(NeuralDriftMoE(device="cpu", seed=1, input_halflife=None), events)
+    # the label depends on the price relative to its recent past, which a single event's
+    # features cannot show
+    assert with_context > 0.72 and without < 0.56, (with_context, without)
