@@ -516,7 +516,9 @@ def summary_line(rows: Sequence[dict[str, Any]]) -> str:
         return "Summary: needs rows of both `driftmoe` and `arf` on the same streams."
     moe = [by[(s, "driftmoe")] for s in common]
     arf = [by[(s, "arf")] for s in common]
-    ratios = [m["events_per_s"] / a["events_per_s"] for m, a in zip(moe, arf, strict=True)]
+    # CPU-time rates: wall-clock rates of rows that ran at different times on a shared
+    # machine compare the load, not the learners
+    ratios = [m["events_per_cpu_s"] / a["events_per_cpu_s"] for m, a in zip(moe, arf, strict=True)]
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
     def mean(rs: list[dict[str, Any]]) -> float:
@@ -525,8 +527,8 @@ def summary_line(rows: Sequence[dict[str, Any]]) -> str:
     return (
         f"Summary over {len(common)} of {len(STREAMS)} streams ({', '.join(common)}): "
         f"neural DriftMoE mean accuracy {mean(moe):.2f}% vs ARF {mean(arf):.2f}% "
-        f"({mean(moe) - mean(arf):+.2f} points); DriftMoE is {geo:.1f}× ARF's events/s "
-        "(geometric mean of per-stream ratios)."
+        f"({mean(moe) - mean(arf):+.2f} points); DriftMoE is {geo:.1f}× ARF's events per "
+        "CPU-second (geometric mean of per-stream ratios)."
     )
 
 
