@@ -32,6 +32,35 @@ class _Entry:
     timestamp_ms: int
 
 
+class _PartitionLog:
+    """One partition: offsets count from 0 for ever, but only the newest ``retention``
+    records are kept (like Kafka's size-based retention), so an endless stream in a
+    long-running process does not grow memory without bound."""
+
+    __slots__ = ("_entries", "retention", "start")
+
+    def __init__(self, retention: int | None) -> None:
+        self._entries: list[_Entry] = []
+        self.retention = retention
+        #: first offset still held
+        self.start = 0
+
+    def __len__(self) -> int:
+        """The end offset: one past the newest record."""
+        return self.start + len(self._entries)
+
+    def __getitem__(self, offset: int) -> _Entry:
+        return self._entries[offset - self.start]
+
+    def append(self, entry: _Entry) -> None:
+        self._entries.append(entry)
+        # trim in halves so appends stay amortised O(1)
+        if self.retention is not None and len(self._entries) >= 2 * self.retention:
+            drop = len(self._entries) - self.retention
+            del self._entries[:drop]
+            self.start += drop
+
+
 class InMemoryLog:
     """Topics of partitioned, append-only logs shared by producers and consumers in one process.
 
@@ -42,17 +71,27 @@ class InMemoryLog:
     clock
         Seconds since the epoch, for record timestamps; pass a fixed clock for tests that
         compare timestamps.
+    retention
+        Records kept per partition (None: all). Older ones are dropped; offsets go on.
     """
 
     def __init__(
-        self, default_partitions: int = 1, *, clock: Callable[[], float] = time.time
+        self,
+        default_partitions: int = 1,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention: int | None = None,
     ) -> None:
         if default_partitions < 1:
             msg = f"default_partitions must be >= 1, got {default_partitions}"
             raise ValueError(msg)
+        if retention is not None and retention < 1:
+            msg = f"retention must be >= 1 or None, got {retention}"
+            raise ValueError(msg)
         self.default_partitions = default_partitions
+        self.retention = retention
         self._clock = clock
-        self._topics: dict[str, list[list[_Entry]]] = {}
+        self._topics: dict[str, list[_PartitionLog]] = {}
         # Keyless records rotate over partitions per topic; a counter keeps that deterministic.
         self._next_keyless: dict[str, int] = {}
         self._committed: dict[str, dict[TopicPartition, int]] = {}
@@ -77,7 +116,7 @@ class InMemoryLog:
                     msg = f"topic {name!r} exists with {len(existing)} partitions, not {count}"
                     raise ValueError(msg)
                 return
-            self._topics[name] = [[] for _ in range(count)]
+            self._topics[name] = [_PartitionLog(self.retention) for _ in range(count)]
 
     def topics(self) -> dict[str, int]:
         """Topic name -> partition count."""
@@ -124,7 +163,9 @@ class InMemoryLog:
         with self._appended:
             parts = self._topics.get(topic)
             if parts is None:
-                parts = self._topics[topic] = [[] for _ in range(self.default_partitions)]
+                parts = self._topics[topic] = [
+                    _PartitionLog(self.retention) for _ in range(self.default_partitions)
+                ]
             if partition is None:
                 if entry.key is None:
                     n = self._next_keyless.get(topic, 0)
@@ -250,7 +291,9 @@ class MemorySource:
             idx = (start + i) % n
             topic, partition = tp = assigned[idx]
             log = self._log._topics[topic][partition]
-            pos = self._position_locked(tp)
+            # a position behind retention resumes at the oldest record kept, as Kafka's
+            # auto.offset.reset=earliest does after an out-of-range fetch
+            pos = max(self._position_locked(tp), log.start)
             end = min(len(log), pos + max_records - len(out))
             if end <= pos:
                 continue

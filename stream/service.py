@@ -65,7 +65,8 @@ def build_embedded(
     from connectors.directory import DirectoryStore
     from connectors.memory import InMemoryLog
 
-    log = InMemoryLog(default_partitions=1)
+    # bounded: `driftline run` may run for days; the feeder stays well within retention
+    log = InMemoryLog(default_partitions=1, retention=200_000)
     for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic):
         log.create_topic(topic, 1)
     store = DirectoryStore(settings.snapshot_dir, keep=settings.snapshot_keep)

@@ -235,3 +235,23 @@ def test_closed_clients_refuse_work() -> None:
     src.close()
     with pytest.raises(ConnectorError, match="closed"):
         src.poll(1, 0)
+
+
+def test_retention_drops_old_records_but_offsets_go_on():
+    log = InMemoryLog(retention=10)
+    sink = log.producer()
+    reader = log.consumer(["t"], "late")
+    for i in range(25):
+        sink.send("t", str(i).encode())
+    assert log.end_offsets("t") == {("t", 0): 25}
+    # a consumer behind retention resumes at the oldest record kept
+    got = reader.poll(100, 10)
+    assert [r.offset for r in got] == list(range(10, 25))
+    assert [r.value for r in got] == [str(i).encode() for i in range(10, 25)]
+    sink.send("t", b"25")
+    assert [(r.offset, r.value) for r in reader.poll(100, 10)] == [(25, b"25")]
+
+
+def test_retention_must_be_positive():
+    with pytest.raises(ValueError, match="retention must be >= 1"):
+        InMemoryLog(retention=0)
