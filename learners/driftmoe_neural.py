@@ -23,7 +23,11 @@ _EPS = 1e-8
 _NEG = -1e9
 # weight of the newest micro-batch in each expert's running accuracy
 _ACC_DECAY = 0.05
-_STATE_VERSION = 2
+_STATE_VERSION = 3
+# exponential-weights mix of the experts and the neighbour vote: learning rate on the
+# running mean log-loss, and that mean's decay per micro-batch
+_MIX_ETA = 5.0
+_MIX_DECAY = 0.9
 
 
 _BLAS: Any = None
@@ -80,6 +84,10 @@ class NeuralDriftMoE(Classifier):
         Train only the router's top-k experts per row (None: all experts learn every row).
     combine, temperature
         How experts are combined at prediction; softmax temperature of the router weights.
+    neighbours, neighbour_window
+        The neighbour vote: class shares among the ``neighbours`` nearest of the last
+        ``neighbour_window`` learned rows (standardised features), mixed with the experts by
+        exponential weights on their running log-loss. None turns it off.
     input_halflife
         Half-life, in events, of the recent average each feature's deviation is measured
         from (an extra input per feature); None turns the input context off.
@@ -139,6 +147,16 @@ class NeuralDriftMoE(Classifier):
     whose events are independent, lose 0.1-0.5. ``hidden=64`` adds 0.2 points for 15% of
     the speed, steps of 8 rows 0.3 points for 35%.
 
+    Neighbour vote (``neighbours``): a micro-batch is predicted with weights up to 256 events
+    old, and on streams whose concept moves continuously (RBF) or whose neighbouring
+    events share labels (CovType) that lag costs more than the MLPs can win back. The
+    nearest recent rows carry exactly what the lag hides; the mix weight follows whichever
+    of the two predicted the last micro-batches better. First 100k events, micro-batch 256:
+    RBF fast 0.795 → 0.909, RBF moderate 0.917 → 0.953, CovType 0.869 → 0.881, Electricity,
+    SEA and LED within ±0.1. It costs about a third of the speed (one ``(256, d) × (d,
+    1024)`` product and a top-k per micro-batch); the prediction's vote is reused when the
+    same rows are then learned.
+
     Several small steps per micro-batch matter most under fast drift (RBF fast: 0.60 with one
     step per 256 rows, 0.79 with steps of 16); the mixture beats top-1 routing because under
     drift several experts are partly right and averaging them is smoother than switching;
@@ -163,6 +181,8 @@ class NeuralDriftMoE(Classifier):
         label_context: bool = False,
         context_halflife: float = 128.0,
         input_halflife: float | None = 32.0,
+        neighbours: int | None = 8,
+        neighbour_window: int = 1024,
         batch_size: int = 16,
         standardize: bool = True,
         hash_dim: int | None = None,
@@ -186,6 +206,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if context_halflife <= 0:
             raise ValueError(f"context_halflife must be > 0, got {context_halflife}")
+        if neighbours is not None and (neighbours < 1 or neighbour_window < neighbours):
+            raise ValueError("neighbours must be >= 1 (or None) and <= neighbour_window")
         if input_halflife is not None and input_halflife <= 0:
             raise ValueError(f"input_halflife must be > 0 or None, got {input_halflife}")
         if batch_size < 1:
@@ -204,6 +226,8 @@ class NeuralDriftMoE(Classifier):
         self.label_context = label_context
         self.context_halflife = context_halflife
         self.input_halflife = input_halflife
+        self.neighbours = neighbours
+        self.neighbour_window = neighbour_window
         self.batch_size = batch_size
         self.standardize = standardize
         self.hash_dim = hash_dim
@@ -244,6 +268,16 @@ class NeuralDriftMoE(Classifier):
         self._c_cap = 0
         # recent average of each (standardised) feature, for the input context
         self._ema = np.zeros(0, dtype=np.float64)
+        # the most recent learned rows and labels, for the neighbour vote, and the running
+        # losses of [experts, neighbours] that weigh the two
+        self._bank_x = np.zeros((0, 0), dtype=np.float32)
+        self._bank_y = np.zeros(0, dtype=np.int64)
+        self._bank_len = 0
+        self._bank_pos = 0
+        self._mix_loss = np.zeros(2, dtype=np.float64)
+        # the last prediction's rows and its two probability matrices, so that learning the
+        # rows just predicted scores the mix without computing them again; not in the state
+        self._pred_memo: tuple[list[Any], np.ndarray, np.ndarray | None] | None = None
         self._p: dict[str, torch.Tensor] = {}
         self._graph: Any = None
         self._n_seen = 0
@@ -627,6 +661,45 @@ class NeuralDriftMoE(Classifier):
         self._graph = graph
 
     # ------------------------------------------------------------------ API
+    def _neighbour_probs(self, z: np.ndarray, c: int) -> np.ndarray | None:
+        """Class shares among each row's nearest recent rows (B, c); None before any."""
+        n = self._bank_len
+        if not self.neighbours or n == 0:
+            return None
+        bank = self._bank_x[:n]
+        zz = np.zeros((z.shape[0], bank.shape[1]), dtype=np.float32)
+        w = min(z.shape[1], bank.shape[1])
+        zz[:, :w] = z[:, :w]
+        d2 = (bank * bank).sum(axis=1)[None, :] - 2.0 * (zz @ bank.T)
+        k = min(self.neighbours, n)
+        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        lab = self._bank_y[:n][idx]
+        rows = np.repeat(np.arange(z.shape[0]), k)
+        counts = np.bincount(rows * c + lab.ravel(), minlength=z.shape[0] * c).reshape(-1, c)
+        return (counts + 0.1) / (k + 0.1 * c)
+
+    def _mix_weights(self) -> np.ndarray:
+        # exponential weights on the running log-losses of the two predictors
+        w = np.exp(-_MIX_ETA * (self._mix_loss - self._mix_loss.min()))
+        return w / w.sum()
+
+    def _remember(self, z: np.ndarray, yi: np.ndarray) -> None:
+        d, cap = z.shape[1], self.neighbour_window
+        if self._bank_x.shape[1] < d:  # new features: widen; older rows read 0 there
+            grown = np.zeros((cap, d), dtype=np.float32)
+            if self._bank_x.size:
+                grown[:, : self._bank_x.shape[1]] = self._bank_x
+            self._bank_x = grown
+            if self._bank_y.shape[0] < cap:
+                self._bank_y = np.zeros(cap, dtype=np.int64)
+        take, ys = z[-cap:], yi[-cap:]
+        slots = (self._bank_pos + np.arange(take.shape[0])) % cap
+        self._bank_x[slots] = 0.0
+        self._bank_x[slots, :d] = take
+        self._bank_y[slots] = ys
+        self._bank_pos = int((self._bank_pos + take.shape[0]) % cap)
+        self._bank_len = min(cap, self._bank_len + take.shape[0])
+
     def _matrix(self, z: np.ndarray, advance: bool) -> np.ndarray:
         out = np.zeros((z.shape[0], self._d_cap), dtype=np.float32)
         if not self.input_halflife:
@@ -660,6 +733,8 @@ class NeuralDriftMoE(Classifier):
         yi = self._labels.update_and_encode(list(y))
         self._grow()
         xm = self._matrix(z, advance=True)
+        if self.neighbours:
+            self._score_mix(X, z, xm, yi)
         bs = self.batch_size
         if self._dev.type == "cpu":
             with _one_blas_thread():
@@ -676,6 +751,8 @@ class NeuralDriftMoE(Classifier):
                     self._train_step_t(xb, yb, torch.ones(xb.shape[0], device=self._dev))
         if self.label_context:
             self._update_context(yi)
+        if self.neighbours:
+            self._remember(z, yi)
         self._n_seen += len(X)
 
     def _update_context(self, yi: np.ndarray) -> None:
@@ -693,9 +770,19 @@ class NeuralDriftMoE(Classifier):
         ctx.mul_(float(decay**n)).add_(torch.from_numpy(hist).to(self._dev))
 
     def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
-        """Mixture probabilities (B, n_classes); the model and the feature space are untouched."""
-        xm = self._matrix(self._features.transform(X), advance=False)
+        """Probabilities (B, n_classes); the model and the feature space are untouched."""
+        z = self._features.transform(X)
         c = len(self._labels)
+        pm = self._moe_probs(self._matrix(z, advance=False), c)
+        pn = self._neighbour_probs(z, c) if self.neighbours else None
+        self._pred_memo = (list(X), pm, pn)
+        if pn is None:
+            return pm
+        w = self._mix_weights()
+        return w[0] * pm + w[1] * pn
+
+    def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
+        """The router-weighted mixture of the experts (B, c)."""
         if self._dev.type == "cpu":
             with _one_blas_thread():
                 _, _, probs, g = self._forward_np(xm)
@@ -703,6 +790,27 @@ class NeuralDriftMoE(Classifier):
         with torch.inference_mode():
             _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
             return self._combine_t(probs, g)[:, :c].to("cpu").numpy()
+
+    def _score_mix(self, X: Sequence[Features], z: np.ndarray, xm: np.ndarray, yi: np.ndarray) -> None:
+        """Fold this batch's log-loss of the experts and of the neighbour vote (both as they
+        were before learning it) into the running losses that weigh them."""
+        c = len(self._labels)
+        memo, self._pred_memo = self._pred_memo, None
+        if (
+            memo is not None
+            and len(memo[0]) == len(X)
+            and all(a is b for a, b in zip(memo[0], X, strict=True))
+            and memo[1].shape[1] == c
+        ):
+            pm, pn = memo[1], memo[2]
+        else:
+            pn = self._neighbour_probs(z, c)
+            pm = self._moe_probs(xm, c) if pn is not None else None
+        if pn is None or pm is None:
+            return
+        rows = np.arange(yi.shape[0])
+        loss = np.array([-np.log(np.clip(p[rows, yi], 1e-6, None)).mean() for p in (pm, pn)])
+        self._mix_loss = _MIX_DECAY * self._mix_loss + (1.0 - _MIX_DECAY) * loss
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         if not self._p or not X:
@@ -730,6 +838,7 @@ class NeuralDriftMoE(Classifier):
             return None
         j = int(torch.argmin(self._acc).item())
         self._init_expert(j)
+        self._pred_memo = None
         self._acc[j] = self._acc.mean()
         return j
 
@@ -740,6 +849,10 @@ class NeuralDriftMoE(Classifier):
             "n_seen": self._n_seen,
             "features": self._features.state_dict(),
             "input_context": self._ema.copy(),
+            "neighbour_rows": self._bank_x.copy(),
+            "neighbour_labels": self._bank_y.copy(),
+            "neighbour_fill": [self._bank_len, self._bank_pos],
+            "mix_loss": self._mix_loss.copy(),
             "labels": self._labels.state_dict(),
             "generator": self._gen.get_state().clone(),
             "built": bool(self._p),
@@ -764,6 +877,10 @@ class NeuralDriftMoE(Classifier):
         self._reset()
         self._features.load_state_dict(state["features"])
         self._ema = np.asarray(state["input_context"], dtype=np.float64).copy()
+        self._bank_x = np.asarray(state["neighbour_rows"], dtype=np.float32).copy()
+        self._bank_y = np.asarray(state["neighbour_labels"], dtype=np.int64).copy()
+        self._bank_len, self._bank_pos = (int(v) for v in state["neighbour_fill"])
+        self._mix_loss = np.asarray(state["mix_loss"], dtype=np.float64).copy()
         self._labels.load_state_dict(state["labels"])
         self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self._n_seen = int(state["n_seen"])
