@@ -675,7 +675,8 @@ class NeuralDriftMoE(Classifier):
         zz = np.zeros((z.shape[0], bank.shape[1]), dtype=np.float32)
         w = min(z.shape[1], bank.shape[1])
         zz[:, :w] = z[:, :w]
-        d2 = (bank * bank).sum(axis=1)[None, :] - 2.0 * (zz @ bank.T)
+        with _one_blas_thread():
+            d2 = (bank * bank).sum(axis=1)[None, :] - 2.0 * (zz @ bank.T)
         k = min(self.neighbours, n)
         idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
         lab = self._bank_y[:n][idx]
