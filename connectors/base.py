@@ -16,6 +16,15 @@ TopicPartition = tuple[str, int]
 Offsets = Mapping[TopicPartition, int]
 
 
+def check_seek(offsets: Offsets, topics: Sequence[str]) -> None:
+    """Refuse a seek to a topic the source does not read or to a negative offset."""
+    for (topic, partition), offset in offsets.items():
+        if topic not in topics:
+            raise ValueError(f"cannot seek {topic!r}: not among this source's topics {list(topics)}")
+        if offset < 0:
+            raise ValueError(f"offset must be >= 0, got {offset} for {topic}[{partition}]")
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One message as read from a topic."""

@@ -28,7 +28,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from connectors.base import Offsets, Record, TopicPartition
+from connectors.base import Offsets, Record, TopicPartition, check_seek
 from connectors.exceptions import ConnectorError
 
 __all__ = [
@@ -158,13 +158,7 @@ class KafkaSource:
 
     def seek(self, offsets: Offsets) -> None:
         """Continue from these next offsets; applied now if assigned, else on assignment."""
-        for (topic, partition), offset in offsets.items():
-            if topic not in self.topics:
-                msg = f"cannot seek {topic!r}: not among this source's topics {self.topics}"
-                raise ValueError(msg)
-            if offset < 0:
-                msg = f"offset must be >= 0, got {offset} for {topic}[{partition}]"
-                raise ValueError(msg)
+        check_seek(offsets, self.topics)
         with self._lock:
             self._positions.update(offsets)
         assigned = self._consumer.assignment()

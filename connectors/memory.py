@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from connectors.base import Offsets, Record, TopicPartition
+from connectors.base import Offsets, Record, TopicPartition, check_seek
 from connectors.exceptions import ConnectorError
 
 __all__ = ["InMemoryLog", "MemorySink", "MemorySource", "partition_for_key"]
@@ -306,14 +306,9 @@ class MemorySource:
 
     def seek(self, offsets: Offsets) -> None:
         """Set next offsets; an offset past the end waits there for new records."""
+        check_seek(offsets, self._topics)
         with self._log._lock:
             for (topic, partition), offset in offsets.items():
-                if topic not in self._topics:
-                    msg = f"cannot seek {topic!r}: not among this consumer's topics {self._topics}"
-                    raise ValueError(msg)
-                if offset < 0:
-                    msg = f"offset must be >= 0, got {offset} for {topic}[{partition}]"
-                    raise ValueError(msg)
                 logs = self._log._topics.get(topic)
                 if logs is not None and not 0 <= partition < len(logs):
                     msg = f"partition {partition} out of range for topic {topic!r}"
