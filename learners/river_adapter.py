@@ -114,6 +114,13 @@ class RiverClassifier(Classifier):
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         validate_batch(X, y)
+        # check the whole batch's feature kinds first: a refusal must leave the model as it was
+        kinds = dict(self._kinds)
+        for i, x in enumerate(X):
+            for k, v in x.items():
+                seen = kinds.setdefault(k, _kind(v))
+                if seen != _kind(v):
+                    raise InvalidInputError(f"X[{i}][{k!r}] is a {_kind(v)} but the model learned it as a {seen}")
         for xi, yi in zip(X, y, strict=True):
             self._learn(xi, yi)
 

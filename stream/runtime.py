@@ -217,7 +217,7 @@ class Pipeline:
         first_index = self.counters.events
         self.counters.events += len(events)
 
-        X_learn, y_learn = [], []
+        X_learn, y_learn, r_learn = [], [], []
         drifted = False
         for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
             if self.settings.publish_predictions:
@@ -232,13 +232,28 @@ class Pipeline:
                 self._raise_alert(found, ev, rec)
             X_learn.append(ev.x)
             y_learn.append(ev.y)
+            r_learn.append(rec)
         if X_learn:
-            self.learner.learn_many(X_learn, y_learn)
+            self._learn(X_learn, y_learn, r_learn)
             self.model_version += 1
         if drifted and self.settings.drift_reaction == "learner":
             hook = getattr(self.learner, "on_drift", None)
             if callable(hook):
                 hook()
+
+    def _learn(self, X: list[Any], y: list[Any], origin: list[Record]) -> None:
+        # learners check a whole batch before learning any of it, so after a refusal the
+        # events can be learned one by one and only the offending ones dead-lettered
+        try:
+            self.learner.learn_many(X, y)
+            return
+        except LearnerError:
+            pass
+        for x, label, rec in zip(X, y, origin, strict=True):
+            try:
+                self.learner.learn_many([x], [label])
+            except LearnerError as exc:
+                self.dead_letter(rec, f"learner could not learn the event: {exc}")
 
     def _predict(
         self, events: list[Event], origin: list[Record]
