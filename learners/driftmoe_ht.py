@@ -22,7 +22,7 @@ Shared choices, and where they differ from the reference (CapyMOA) code:
   comparison of the best-vote fallback, so the leaf is read directly. The trees are a
   River subclass whose naive-Bayes-adaptive leaves cache their Gaussian terms as arrays
   (12 votes per event made River's per-term Python loop the bottleneck); they learn as
-  River's do. Pickled (``dumps_tree``), identical trees give identical bytes.
+  River's do. Pickled with ``learners.pickling.dumps_river``, identical trees give identical bytes.
 - An expert's predicted class is the argmax of its votes, first index on ties. Labels are
   encoded ``0..C-1`` in first-seen order, so an empty tree (all votes zero) predicts the
   *first label the learner ever saw*, as a fresh MOA tree predicts the header's class 0.
@@ -65,7 +65,7 @@ from learners.pickling import dumps_river
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DriftMoEData", "DriftMoETask", "correctness_mask", "dumps_tree"]
+__all__ = ["DriftMoEData", "DriftMoETask", "correctness_mask"]
 
 STATE_VERSION = 1
 
@@ -433,11 +433,6 @@ def _log_votes(ht: river_tree.HoeffdingTreeClassifier, x: Features, n_classes: i
     return out
 
 
-def dumps_tree(model: Any) -> bytes:
-    """Pickle a River model deterministically."""
-    return dumps_river(model)
-
-
 def correctness_mask(log_votes: np.ndarray, cls: int) -> np.ndarray:
     """The router's target: 1 for every expert whose argmax vote is ``cls``.
 
@@ -625,7 +620,7 @@ class _DriftMoEBase(Classifier):
             "drop_rng": _rng_state(self._drop_rng),
             "router": None if self._router is None else self._router.state_dict(),
             # River trees have no state export but pickle; the runtime signs the snapshot
-            "experts": [dumps_tree(e) for e in self._experts],
+            "experts": [dumps_river(e) for e in self._experts],
             "n_learned": self._n_learned,
         }
 

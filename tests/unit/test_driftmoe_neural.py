@@ -225,20 +225,10 @@ def _trend_stream(n: int, seed: int) -> list[tuple[dict[str, float], int]]:
     return out
 
 
-def _batch_accuracy(m: NeuralDriftMoE, events: list[tuple[dict[str, float], int]]) -> float:
-    correct = 0
-    for i in range(0, len(events), 256):
-        chunk = events[i : i + 256]
-        preds = m.predict_many([x for x, _ in chunk])
-        correct += sum(p == y for p, (_, y) in zip(preds, chunk, strict=True))
-        m.learn_many([x for x, _ in chunk], [y for _, y in chunk])
-    return correct / len(events)
-
-
 def test_input_context_sees_the_recent_past_within_a_micro_batch() -> None:
     events = _trend_stream(20_000, 4)
-    with_context = _batch_accuracy(NeuralDriftMoE(device="cpu", seed=1), events)
-    without = _batch_accuracy(NeuralDriftMoE(device="cpu", seed=1, input_halflife=None), events)
+    with_context = _stream(NeuralDriftMoE(device="cpu", seed=1), events, batch=256)
+    without = _stream(NeuralDriftMoE(device="cpu", seed=1, input_halflife=None), events, batch=256)
     # the label depends on the price relative to its recent past, which a single event's
     # features cannot show
     assert with_context > 0.72 and without < 0.56, (with_context, without)
