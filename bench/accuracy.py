@@ -240,15 +240,19 @@ def _peak_mb() -> float:
 
 
 class _Progress:
-    """A rate line on stderr, refreshed every few seconds; silent when ``enabled`` is false."""
+    """A rate line on stderr, silent when ``enabled`` is false.
 
-    def __init__(self, label: str, total: int, enabled: bool) -> None:
+    Alone on a terminal the line is redrawn in place every 2 s; when several rows share
+    stderr (parallel jobs) or it is a file, each row prints a whole line every 30 s.
+    """
+
+    def __init__(self, label: str, total: int, enabled: bool, shared: bool = False) -> None:
         self.label = label
         self.total = total
         self.enabled = enabled
         self.start = time.perf_counter()
         self.next_at = self.start + 2.0
-        self.tty = sys.stderr.isatty()
+        self.tty = sys.stderr.isatty() and not shared
         self.finished = False
 
     def tick(self, done: int) -> None:
@@ -321,7 +325,13 @@ def prequential(
 
 
 def compute_row(
-    stream: str, learner_key: str, n: int, seed: int, scale: bool = False, progress: bool = False
+    stream: str,
+    learner_key: str,
+    n: int,
+    seed: int,
+    scale: bool = False,
+    progress: bool = False,
+    shared: bool = False,
 ) -> dict[str, Any]:
     """Run one (stream, learner, n, seed) prequentially and return its result row."""
     from learners.registry import make_learner
@@ -330,7 +340,7 @@ def compute_row(
     n = stream_length(stream, n)
     learner = make_learner(spec.registry_name, spec.params, seed=seed)
     base_mb = _peak_mb()
-    bar = _Progress(f"{stream} {spec.key}", n, progress)
+    bar = _Progress(f"{stream} {spec.key}", n, progress, shared)
     started = time.perf_counter()
     scores, wall, cpu = prequential(
         learner, open_stream(stream, n, seed, scale), n, spec.batch, bar
@@ -373,6 +383,7 @@ def run_row(
     scale: bool = False,
     force: bool = False,
     progress: bool = False,
+    shared: bool = False,
 ) -> dict[str, Any]:
     """The cached row for these settings, computed (and written) if absent or ``force``."""
     spec = resolve_learner(learner_key)
@@ -383,7 +394,7 @@ def run_row(
         if row.get("version") == ROW_VERSION:
             row["cached"] = True
             return row
-    row = compute_row(stream, spec.key, n_eff, seed, scale=scale, progress=progress)
+    row = compute_row(stream, spec.key, n_eff, seed, scale=scale, progress=progress, shared=shared)
     path.parent.mkdir(parents=True, exist_ok=True)
     # write-then-rename so a row killed mid-write never looks cached
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -671,7 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "results": args.results,
             "scale": args.scale_drifts,
             "force": args.force,
-            "progress": args.jobs == 1,
+            "progress": True,
+            "shared": args.jobs > 1,
             "threads": args.threads,
         }
         for s in args.streams
