@@ -2,8 +2,10 @@
 
 The gzip-compressed CSVs live in ``<repo>/../shared/data`` unless ``DRIFTLINE_DATA_DIR``
 names another folder. Rows stream in file order, which is part of the benchmark: never
-shuffle them. Every feature becomes a float (Electricity's ``day`` is the nominal 1..7 as a
-number, as MOA hands it to a numeric learner); the last column, ``class``, is the label,
+shuffle them. A feature becomes a float, except the attributes MOA's ARFF header declares
+nominal, which stay strings (Electricity's ``day``, ``"1"``..``"7"``): MOA's trees split
+them multiway and count them, River's do the same with strings. (CoverType's 0/1
+indicator columns stay numbers, as in the CSV.) The last column, ``class``, is the label,
 an ``int`` where the file has integers (CoverType 1..7) and the string otherwise
 (Electricity ``UP``/``DOWN``).
 """
@@ -18,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-Event = tuple[dict[str, float], int | str]
+Event = tuple[dict[str, float | str], int | str]
 
 DATA_DIR_ENV = "DRIFTLINE_DATA_DIR"
 
@@ -31,6 +33,7 @@ class DatasetInfo:
     n_features: int
     classes: tuple[int | str, ...]
     description: str
+    nominal: frozenset[str] = frozenset()
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -41,6 +44,7 @@ DATASETS: dict[str, DatasetInfo] = {
         8,
         ("DOWN", "UP"),
         "Electricity (elecNormNew), NSW market, 30-minute periods",
+        nominal=frozenset({"day"}),
     ),
     "covt": DatasetInfo(
         "covt",
@@ -97,18 +101,23 @@ def load(name: str, n: int | None = None) -> Iterator[Event]:
     if n is not None and n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     path = dataset_path(name)
-    return _rows(path, n)
+    return _rows(path, n, _info(name).nominal)
 
 
-def _rows(path: Path, n: int | None) -> Iterator[Event]:
+def _rows(path: Path, n: int | None, nominal: frozenset[str] = frozenset()) -> Iterator[Event]:
     with gzip.open(path, "rt", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         if header[-1] != "class":
             raise ValueError(f"{path}: the last column must be 'class', got {header[-1]!r}")
         features = header[:-1]
+        text = [k in nominal for k in features]
         for row in itertools.islice(reader, n):
-            yield {k: float(v) for k, v in zip(features, row[:-1], strict=True)}, _label(row[-1])
+            x = {
+                k: v if keep else float(v)
+                for k, v, keep in zip(features, row[:-1], text, strict=True)
+            }
+            yield x, _label(row[-1])
 
 
 def dataset_names() -> list[str]:

@@ -31,6 +31,7 @@ _MIX_DECAY = 0.9
 
 
 _BLAS: Any = None
+_LABEL_TYPES = frozenset((int, str, bool))
 
 
 def _one_blas_thread() -> Any:
@@ -43,6 +44,24 @@ def _one_blas_thread() -> Any:
 
         _BLAS = ThreadpoolController().select(user_api="blas")
     return _BLAS.limit(limits=1)
+
+
+def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` smallest entries of each row of ``d2`` (in no order).
+
+    torch's top-k on one thread takes about half the CPU time of ``np.argpartition`` here;
+    more threads only cost more CPU at (256, 1024). Ties go the same way for the same input.
+    """
+    threads = torch.get_num_threads()
+    if threads != 1:
+        torch.set_num_threads(1)
+    try:
+        return torch.topk(
+            torch.from_numpy(d2), k, dim=1, largest=False, sorted=False
+        ).indices.numpy()
+    finally:
+        if threads != 1:
+            torch.set_num_threads(threads)
 
 
 def _next_pow2(n: int, floor: int) -> int:
@@ -678,7 +697,7 @@ class NeuralDriftMoE(Classifier):
         with _one_blas_thread():
             d2 = (bank * bank).sum(axis=1)[None, :] - 2.0 * (zz @ bank.T)
         k = min(self.neighbours, n)
-        idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        idx = _nearest(d2, k)
         lab = self._bank_y[:n][idx]
         rows = np.repeat(np.arange(z.shape[0]), k)
         counts = np.bincount(rows * c + lab.ravel(), minlength=z.shape[0] * c).reshape(-1, c)
@@ -731,8 +750,9 @@ class NeuralDriftMoE(Classifier):
         # feature values are validated by the feature space in the pass that reads them
         if len(X) != len(y):
             validate_batch(X, y)
-        for i, label in enumerate(y):
-            validate_y(label, f"y[{i}]")
+        if not _LABEL_TYPES.issuperset(map(type, y)):
+            for i, label in enumerate(y):
+                validate_y(label, f"y[{i}]")
         if not X:
             return
         z = self._features.update_and_transform(X)
@@ -797,7 +817,9 @@ class NeuralDriftMoE(Classifier):
             _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
             return self._combine_t(probs, g)[:, :c].to("cpu").numpy()
 
-    def _score_mix(self, X: Sequence[Features], z: np.ndarray, xm: np.ndarray, yi: np.ndarray) -> None:
+    def _score_mix(
+        self, X: Sequence[Features], z: np.ndarray, xm: np.ndarray, yi: np.ndarray
+    ) -> None:
         """Fold this batch's log-loss of the experts and of the neighbour vote (both as they
         were before learning it) into the running losses that weigh them."""
         c = len(self._labels)

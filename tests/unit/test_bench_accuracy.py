@@ -142,8 +142,8 @@ def test_dataset_rows_in_file_order(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path))
     rows = list(datasets.load("elec", 2))
     assert rows == [
-        ({"date": 0.0, "day": 2.0, "period": 0.0, "nswprice": 0.05}, "UP"),
-        ({"date": 0.0, "day": 2.0, "period": 0.02, "nswprice": 0.04}, "DOWN"),
+        ({"date": 0.0, "day": "2", "period": 0.0, "nswprice": 0.05}, "UP"),
+        ({"date": 0.0, "day": "2", "period": 0.02, "nswprice": 0.04}, "DOWN"),
     ]
     assert len(list(datasets.load("elec"))) == 3
 
