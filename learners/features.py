@@ -28,6 +28,7 @@ _HASH_CACHE_MAX = 200_000
 _NUM, _CAT, _HASH = 0, 1, 2
 # value types taken by the vectorised path (exact types: subclasses go item by item)
 _PLAIN_NUMBERS = frozenset({float, int, bool})
+_PLAIN_VALUES = _PLAIN_NUMBERS | {str}
 _NUMBER = (int, float, np.integer, np.floating)
 
 
@@ -184,8 +185,9 @@ class FeatureSpace:
     def _scatter_unchecked(
         self, X: Sequence[Mapping[str, Any]], grow: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        # Rows sharing one schema of plain numbers (same keys, same order) take a vectorised
-        # path; anything else (strings, numpy scalars, bad values) goes item by item.
+        # Rows sharing one schema (same keys in the same order, each value a plain number or
+        # a str) take a vectorised path; anything else (numpy scalars, bad values) goes item
+        # by item.
         groups: dict[tuple[Any, ...], list[int]] = {}
         slow: list[int] = []
         for i, x in enumerate(X):
@@ -195,22 +197,49 @@ class FeatureSpace:
                 )
             types = tuple(map(type, x.values()))
             if _PLAIN_NUMBERS.issuperset(types):
-                groups.setdefault(tuple(x), []).append(i)
+                groups.setdefault((tuple(x), None), []).append(i)
+            elif _PLAIN_VALUES.issuperset(types):
+                groups.setdefault((tuple(x), types), []).append(i)
             else:
                 slow.append(i)
         rs: list[np.ndarray] = []
         cs: list[np.ndarray] = []
         vs: list[np.ndarray] = []
-        for keys, idx in groups.items():
+        for (keys, types), idx in groups.items():
+            rows = [list(X[i].values()) for i in idx]
+            if types is None:
+                num_keys = keys
+            else:
+                # the first row's columns in its item order, as the item-by-item path adds them
+                for k, v in zip(keys, rows[0], strict=True):
+                    if type(v) is str:
+                        self._column(k, v, grow, idx[0])
+                    else:
+                        self._numeric_column(k, grow, idx[0])
+                num_at = [j for j, t in enumerate(types) if t is not str]
+                str_at = [j for j, t in enumerate(types) if t is str]
+                num_keys = tuple(keys[j] for j in num_at)
+                r_s: list[int] = []
+                c_s: list[int] = []
+                for i, row in zip(idx, rows, strict=True):
+                    for j in str_at:
+                        col = self._column(keys[j], row[j], grow, i)
+                        if col >= 0:
+                            r_s.append(i)
+                            c_s.append(col)
+                rs.append(np.asarray(r_s, dtype=np.int64))
+                cs.append(np.asarray(c_s, dtype=np.int64))
+                vs.append(np.ones(len(c_s)))
+                rows = [[row[j] for j in num_at] for row in rows]
             cols = np.fromiter(
-                (self._numeric_column(k, grow, idx[0]) for k in keys), np.int64, len(keys)
+                (self._numeric_column(k, grow, idx[0]) for k in num_keys), np.int64, len(num_keys)
             )
-            vals = np.array([list(X[i].values()) for i in idx], dtype=np.float64)
+            vals = np.array(rows, dtype=np.float64).reshape(len(idx), len(num_keys))
             bad = ~np.isfinite(vals)
             if bad.any():
                 r, c = np.argwhere(bad)[0]
                 raise InvalidInputError(
-                    f"X[{idx[r]}][{keys[c]!r}] must be finite, got {vals[r, c]!r}"
+                    f"X[{idx[r]}][{num_keys[c]!r}] must be finite, got {vals[r, c]!r}"
                 )
             keep = cols >= 0
             rs.append(np.repeat(np.asarray(idx, dtype=np.int64), int(keep.sum())))

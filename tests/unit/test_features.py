@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from learners.exceptions import InvalidInputError
 from learners.features import CLIP_SD, FeatureSpace, LabelSpace
 
 
@@ -127,7 +128,9 @@ def test_learning_after_predicting_the_same_rows_matches_a_fresh_scan():
     import random as _random
 
     rng = _random.Random(3)
-    rows = [{"a": rng.random(), "b": rng.choice(["u", "v"]), "c": rng.randint(0, 9)} for _ in range(64)]
+    rows = [
+        {"a": rng.random(), "b": rng.choice(["u", "v"]), "c": rng.randint(0, 9)} for _ in range(64)
+    ]
     warm = [{"a": 0.5, "b": "u", "c": 1}, {"a": 0.1, "b": "v", "c": 2}]
     reused, fresh = FeatureSpace(), FeatureSpace()
     for fs in (reused, fresh):
@@ -141,3 +144,28 @@ def test_learning_after_predicting_the_same_rows_matches_a_fresh_scan():
     new = [{**r, "d": 1.0} for r in rows[:4]]
     reused.transform(new)
     assert reused.update_and_transform(new).shape == (4, fresh.dim + 1)
+
+
+def test_rows_of_numbers_and_strings_match_the_item_by_item_scan():
+    rng = np.random.default_rng(5)
+    rows = [
+        {"date": float(rng.random()), "day": str(rng.integers(1, 8)), "n": int(rng.integers(9))}
+        for _ in range(300)
+    ]
+    # numpy scalars are not plain values, so this copy of the rows is read item by item
+    item_rows = [{**r, "date": np.float64(r["date"])} for r in rows]
+    fast, slow = FeatureSpace(), FeatureSpace()
+    for batch in (slice(0, 7), slice(7, 300)):
+        out_fast = fast.update_and_transform(rows[batch])
+        out_slow = slow.update_and_transform(item_rows[batch])
+        assert np.array_equal(out_fast, out_slow)
+    assert fast.columns == slow.columns
+    assert fast.columns[:3] == ["date", f"day={rows[0]['day']}", "n"]
+    assert sorted(c for c in fast.columns if c.startswith("day=")) == [
+        f"day={d}" for d in range(1, 8)
+    ]
+    assert np.array_equal(fast.mean, slow.mean) and np.array_equal(fast.std, slow.std)
+    with pytest.raises(InvalidInputError, match=r"X\[1\]\[.n.\] must be finite"):
+        fast.update(
+            [{"date": 0.1, "day": "1", "n": 1}, {"date": 0.1, "day": "2", "n": float("nan")}]
+        )
