@@ -35,7 +35,9 @@ class Learner(Protocol):
 def validate_x(x: Any, where: str = "x") -> Features:
     """Return ``x`` if it is a usable feature dict, else raise InvalidInputError naming the field."""
     if not isinstance(x, Mapping):
-        raise InvalidInputError(f"{where} must be a dict of feature -> value, got {type(x).__name__}")
+        raise InvalidInputError(
+            f"{where} must be a dict of feature -> value, got {type(x).__name__}"
+        )
     for k, v in x.items():
         if not isinstance(k, str):
             raise InvalidInputError(f"{where}: feature names must be strings, got {k!r}")

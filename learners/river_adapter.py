@@ -54,7 +54,9 @@ NUMERIC_ONLY = frozenset(
     }
 )
 #: binary-only River classifiers: wrapped one-vs-rest so that any labels work
-BINARY_ONLY = frozenset({"linear_model.LogisticRegression", "linear_model.Perceptron", "linear_model.PAClassifier"})
+BINARY_ONLY = frozenset(
+    {"linear_model.LogisticRegression", "linear_model.Perceptron", "linear_model.PAClassifier"}
+)
 
 
 def _kind(value: Any) -> str:
@@ -90,13 +92,18 @@ class RiverClassifier(Classifier):
     def _encode(self, x: Features) -> dict[str, Any]:
         if self.name not in NUMERIC_ONLY:
             return dict(x)
-        return {(f"{k}={v}" if isinstance(v, str) else k): (1.0 if isinstance(v, str) else float(v)) for k, v in x.items()}
+        return {
+            (f"{k}={v}" if isinstance(v, str) else k): (1.0 if isinstance(v, str) else float(v))
+            for k, v in x.items()
+        }
 
     def _check_kinds(self, x: Features, where: str = "x") -> None:
         for k, v in x.items():
             seen = self._kinds.get(k)
             if seen is not None and seen != _kind(v):
-                raise InvalidInputError(f"{where}[{k!r}] is a {_kind(v)} but the model learned it as a {seen}")
+                raise InvalidInputError(
+                    f"{where}[{k!r}] is a {_kind(v)} but the model learned it as a {seen}"
+                )
 
     def _learn(self, x: Features, y: Label) -> None:
         self._check_kinds(x)
@@ -120,7 +127,9 @@ class RiverClassifier(Classifier):
             for k, v in x.items():
                 seen = kinds.setdefault(k, _kind(v))
                 if seen != _kind(v):
-                    raise InvalidInputError(f"X[{i}][{k!r}] is a {_kind(v)} but the model learned it as a {seen}")
+                    raise InvalidInputError(
+                        f"X[{i}][{k!r}] is a {_kind(v)} but the model learned it as a {seen}"
+                    )
         for xi, yi in zip(X, y, strict=True):
             self._learn(xi, yi)
 
