@@ -125,6 +125,10 @@ class NeuralDriftMoE(Classifier):
         in numpy on arrays sharing memory with the torch tensors: at micro-batch sizes numpy's
         per-call overhead is a fraction of torch's. BLAS runs on one thread inside these
         calls: more only slow such small products down.
+    engine
+        ``"auto"``: numpy on the CPU, torch on CUDA. ``"torch"`` runs the torch step (the one
+        CUDA runs and a CUDA graph captures) on any device, so that path is exercised and
+        tested on machines without a GPU.
     cuda_graph
         On CUDA, capture the training step (fixed ``batch_size`` rows, smaller steps padded with
         a row mask) in a CUDA graph and replay it. Ignored, with a log line, on the CPU.
@@ -214,6 +218,7 @@ class NeuralDriftMoE(Classifier):
         standardize: bool = True,
         hash_dim: int | None = None,
         device: str = "auto",
+        engine: str = "auto",
         cuda_graph: bool = False,
         seed: int = 0,
     ) -> None:
@@ -241,6 +246,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
+        if engine not in ("auto", "torch"):
+            raise ValueError(f"engine must be 'auto' or 'torch', got {engine!r}")
         self.n_experts = n_experts
         self.hidden = hidden
         self.router_hidden = router_hidden
@@ -259,6 +266,7 @@ class NeuralDriftMoE(Classifier):
         self.standardize = standardize
         self.hash_dim = hash_dim
         self.device = device
+        self.engine = engine
         self.cuda_graph = cuda_graph
         self.seed = seed
         self._reset()
@@ -283,6 +291,7 @@ class NeuralDriftMoE(Classifier):
 
     def _reset(self) -> None:
         self._dev = self._resolve_device()
+        self._numpy = self._dev.type == "cpu" and self.engine == "auto"
         self._use_graph = self.cuda_graph and self._dev.type == "cuda"
         if self.cuda_graph and not self._use_graph:
             logger.info("cuda_graph=True ignored: the learner runs on %s", self._dev)
@@ -423,7 +432,7 @@ class NeuralDriftMoE(Classifier):
     def _refresh_numpy_views(self) -> None:
         # on the CPU the step runs in numpy on views that share memory with the tensors:
         # numpy's per-call overhead is a fraction of torch's at micro-batch sizes
-        if self._dev.type != "cpu":
+        if not self._numpy:
             self._np: dict[str, Any] = {}
             return
         self._np = {
@@ -765,7 +774,7 @@ class NeuralDriftMoE(Classifier):
         if self.neighbours:
             self._score_mix(X, z, xm, yi)
         bs = self.batch_size
-        if self._dev.type == "cpu":
+        if self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
                     self._train_step_np(xm[i : i + bs], yi[i : i + bs])
@@ -812,7 +821,7 @@ class NeuralDriftMoE(Classifier):
 
     def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
         """The router-weighted mixture of the experts (B, c)."""
-        if self._dev.type == "cpu":
+        if self._numpy:
             with _one_blas_thread():
                 _, _, probs, g = self._forward_np(xm)
                 return self._combine_np(probs, g)[:, :c]

@@ -198,6 +198,34 @@ def test_constructor_validation(bad: dict) -> None:
         NeuralDriftMoE(**{**PARAMS, **bad})
 
 
+@pytest.mark.parametrize("extra", [{}, {"top_k": 2, "label_context": True}])
+def test_torch_engine_on_the_cpu_matches_numpy(extra: dict) -> None:
+    """The torch step (what CUDA runs and a CUDA graph captures) against the numpy step.
+
+    Same seed and stream; the two differ only in float rounding, so after 16 steps the
+    weights agree closely and the predictions on fresh rows almost everywhere.
+    """
+    events = _separable(1024, 21)
+    probe = [x for x, _ in _separable(400, 22)]
+    base = {**PARAMS, "batch_size": 64, "neighbours": None, **extra}
+    fast = NeuralDriftMoE(**base, seed=3)
+    ref = NeuralDriftMoE(**{**base, "engine": "torch"}, seed=3)
+    assert fast._numpy and not ref._numpy
+    acc_np = _stream(fast, events, batch=256)
+    acc_t = _stream(ref, events, batch=256)
+    assert acc_np > 0.65 and abs(acc_np - acc_t) < 0.01
+    torch.testing.assert_close(
+        fast.state_dict()["params"], ref.state_dict()["params"], rtol=1e-4, atol=1e-4
+    )
+    agree = np.mean(
+        [a == b for a, b in zip(fast.predict_many(probe), ref.predict_many(probe), strict=True)]
+    )
+    assert agree >= 0.99
+    p_np = np.array([[p["neg"], p["pos"]] for p in fast.predict_proba_many(probe)])
+    p_t = np.array([[p["neg"], p["pos"]] for p in ref.predict_proba_many(probe)])
+    assert np.abs(p_np - p_t).max() < 1e-3
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_matches_eager() -> None:
     events = _separable(640, 12)

@@ -30,11 +30,11 @@ RIVER_LEARNERS: dict[str, dict[str, Any]] = {
 }
 
 
-def _native_factory(name: str) -> Callable[[], Learner]:
+def _native_factory(name: str, extra: dict[str, Any] | None = None) -> Callable[[], Learner]:
     def build() -> Learner:
         module_name, cls_name = NATIVE[name].split(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
-        return make_learner(name, cls._unit_test_params(), seed=3)
+        return make_learner(name, {**cls._unit_test_params(), **(extra or {})}, seed=3)
 
     return build
 
@@ -48,6 +48,8 @@ def _river_factory(name: str, params: dict[str, Any]) -> Callable[[], Learner]:
 
 def _factories() -> dict[str, Callable[[], Learner]]:
     out = {name: _native_factory(name) for name in sorted(NATIVE)}
+    # the torch step CUDA runs, here on the CPU
+    out["driftmoe[engine=torch]"] = _native_factory("driftmoe", {"engine": "torch"})
     out.update({name: _river_factory(name, p) for name, p in RIVER_LEARNERS.items()})
     return out
 
