@@ -11,6 +11,7 @@ a missing numeric feature is imputed with its mean, i.e. 0 after standardising.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
@@ -182,9 +183,51 @@ class FeatureSpace:
         self._mean[dim:] = 0.0
         self._m2[dim:] = 0.0
 
+    @staticmethod
+    def _uniform_rows(X: Sequence[Any]) -> tuple[tuple[Any, ...], list[list[Any]]] | None:
+        """The usual batch: plain dicts with the first row's keys in its order, every value a
+        plain number. Its keys and value rows, or None for anything else."""
+        first = X[0] if X else None
+        if type(first) is not dict:
+            return None
+        keys = tuple(first)
+        rows = []
+        for x in X:
+            if type(x) is not dict or tuple(x) != keys:
+                return None
+            rows.append(list(x.values()))
+        if not _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
+            return None
+        return keys, rows
+
+    def _numeric_block(
+        self, keys: Sequence[Any], idx: list[int], rows: list[list[Any]], grow: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coordinates of rows ``idx`` whose values under ``keys`` are ``rows`` (plain numbers)."""
+        cols = np.fromiter(
+            (self._numeric_column(k, grow, idx[0]) for k in keys), np.int64, len(keys)
+        )
+        vals = np.array(rows, dtype=np.float64).reshape(len(idx), len(keys))
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise InvalidInputError(f"X[{idx[r]}][{keys[c]!r}] must be finite, got {vals[r, c]!r}")
+        keep = cols >= 0
+        return (
+            np.repeat(np.asarray(idx, dtype=np.int64), int(keep.sum())),
+            np.tile(cols[keep], len(idx)),
+            vals[:, keep].ravel(),
+        )
+
     def _scatter_unchecked(
         self, X: Sequence[Mapping[str, Any]], grow: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        uniform = self._uniform_rows(X)
+        if uniform is not None:
+            keys, rows = uniform
+            r, c, v = self._numeric_block(keys, list(range(len(X))), rows, grow)
+            kinds = np.asarray(self._kinds, dtype=np.int8)
+            return r, c, v, kinds[c] == _NUM
         # Rows sharing one schema (same keys in the same order, each value a plain number or
         # a str) take a vectorised path; anything else (numpy scalars, bad values) goes item
         # by item.
@@ -231,20 +274,10 @@ class FeatureSpace:
                 cs.append(np.asarray(c_s, dtype=np.int64))
                 vs.append(np.ones(len(c_s)))
                 rows = [[row[j] for j in num_at] for row in rows]
-            cols = np.fromiter(
-                (self._numeric_column(k, grow, idx[0]) for k in num_keys), np.int64, len(num_keys)
-            )
-            vals = np.array(rows, dtype=np.float64).reshape(len(idx), len(num_keys))
-            bad = ~np.isfinite(vals)
-            if bad.any():
-                r, c = np.argwhere(bad)[0]
-                raise InvalidInputError(
-                    f"X[{idx[r]}][{num_keys[c]!r}] must be finite, got {vals[r, c]!r}"
-                )
-            keep = cols >= 0
-            rs.append(np.repeat(np.asarray(idx, dtype=np.int64), int(keep.sum())))
-            cs.append(np.tile(cols[keep], len(idx)))
-            vs.append(vals[:, keep].ravel())
+            r, c, v = self._numeric_block(num_keys, idx, rows, grow)
+            rs.append(r)
+            cs.append(c)
+            vs.append(v)
         if slow:
             r_l: list[int] = []
             c_l: list[int] = []
