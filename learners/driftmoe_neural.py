@@ -703,11 +703,16 @@ class NeuralDriftMoE(Classifier):
         if not self.neighbours or n == 0:
             return None
         bank = self._bank_x[:n]
-        zz = np.zeros((z.shape[0], bank.shape[1]), dtype=np.float32)
-        w = min(z.shape[1], bank.shape[1])
-        zz[:, :w] = z[:, :w]
+        zz = z
+        if z.shape[1] != bank.shape[1] or z.dtype != np.float32:
+            zz = np.zeros((z.shape[0], bank.shape[1]), dtype=np.float32)
+            w = min(z.shape[1], bank.shape[1])
+            zz[:, :w] = z[:, :w]
         with _one_blas_thread():
-            d2 = (bank * bank).sum(axis=1)[None, :] - 2.0 * (zz @ bank.T)
+            d2 = zz @ bank.T
+        # |b|^2 - 2 z.b, in place (|z|^2 is the same for a whole row)
+        d2 *= np.float32(-2.0)
+        d2 += (bank * bank).sum(axis=1)[None, :]
         k = min(self.neighbours, n)
         idx = _nearest(d2, k)
         lab = self._bank_y[:n][idx]
