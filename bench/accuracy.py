@@ -29,6 +29,7 @@ import os
 import platform
 import re
 import resource
+import statistics
 import sys
 import time
 from collections import Counter, deque
@@ -340,7 +341,7 @@ def compute_row(
     n = stream_length(stream, n)
     learner = make_learner(spec.registry_name, spec.params, seed=seed)
     base_mb = _peak_mb()
-    bar = _Progress(f"{stream} {spec.key}", n, progress, shared)
+    bar = _Progress(f"{stream} {spec.key} seed {seed}", n, progress, shared)
     started = time.perf_counter()
     scores, wall, cpu = prequential(
         learner, open_stream(stream, n, seed, scale), n, spec.batch, bar
@@ -509,6 +510,27 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
             f"| {_pct(r['kappa'])} | {_pct(r['kappa_m'])} | {_rate(r['events_per_s'])} "
             f"| {r['peak_mb']:.0f} (+{r['peak_mb'] - r['base_mb']:.0f}) | {r['device']} | {'–' if paper is None else f'{paper:.2f}'} |"
         )
+    means = seed_means(rows)
+    if means:
+        lines += [
+            "",
+            "## Mean ± standard deviation over seeds",
+            "",
+            "| stream | learner | n | seeds | accuracy % | κ % | paper % |",
+            "|---|---|---:|---|---:|---:|---:|",
+        ]
+        for m in sorted(
+            means, key=lambda m: (order.get(m["stream"], 99), lorder.get(m["learner"], 99))
+        ):
+            spec = LEARNERS.get(m["learner"])
+            paper = PAPER.get(m["stream"], {}).get(spec.paper) if spec and spec.paper else None
+            lines.append(
+                f"| {m['stream']} | {m['learner']} | {m['n']:,} "
+                f"| {','.join(map(str, m['seeds']))} "
+                f"| {m['accuracy']:.2f} ± {m['accuracy_sd']:.2f} "
+                f"| {m['kappa']:.2f} ± {m['kappa_sd']:.2f} "
+                f"| {'–' if paper is None else f'{paper:.2f}'} |"
+            )
     lines += ["", "## The paper's table (accuracy %)", ""]
     lines.append("| stream | " + " | ".join(PAPER_COLUMNS) + " |")
     lines.append("|---|" + "---:|" * len(PAPER_COLUMNS))
@@ -519,26 +541,59 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
     return "\n".join(lines)
 
 
+def seed_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and sample standard deviation (in %) per (stream, learner, n) run with 2+ seeds."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["stream"], r["learner"], r["n"]), []).append(r)
+    out = []
+    for (stream, learner, n), rs in groups.items():
+        if len(rs) < 2:
+            continue
+        acc = [100 * r["accuracy"] for r in rs]
+        kappa = [100 * r["kappa"] for r in rs]
+        out.append(
+            {
+                "stream": stream,
+                "learner": learner,
+                "n": n,
+                "seeds": sorted(r["seed"] for r in rs),
+                "accuracy": statistics.mean(acc),
+                "accuracy_sd": statistics.stdev(acc),
+                "kappa": statistics.mean(kappa),
+                "kappa_sd": statistics.stdev(kappa),
+            }
+        )
+    return out
+
+
 def summary_line(rows: Sequence[dict[str, Any]]) -> str:
-    """Neural DriftMoE vs ARF: mean accuracy over the streams both ran, and the speed ratio."""
-    by = {(r["stream"], r["learner"]): r for r in rows}
+    """Neural DriftMoE vs ARF: mean accuracy over the streams both ran, and the speed ratio.
+
+    A stream run with several seeds counts once, with its mean over them.
+    """
+    by: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        by.setdefault((r["stream"], r["learner"]), []).append(r)
     common = [s for s in STREAMS if (s, "driftmoe") in by and (s, "arf") in by]
     if not common:
         return "Summary: needs rows of both `driftmoe` and `arf` on the same streams."
-    moe = [by[(s, "driftmoe")] for s in common]
-    arf = [by[(s, "arf")] for s in common]
+
+    def avg(stream: str, learner: str, key: str) -> float:
+        return statistics.mean(r[key] for r in by[(stream, learner)])
+
     # CPU-time rates: wall-clock rates of rows that ran at different times on a shared
     # machine compare the load, not the learners
-    ratios = [m["events_per_cpu_s"] / a["events_per_cpu_s"] for m, a in zip(moe, arf, strict=True)]
+    ratios = [
+        avg(s, "driftmoe", "events_per_cpu_s") / avg(s, "arf", "events_per_cpu_s") for s in common
+    ]
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-
-    def mean(rs: list[dict[str, Any]]) -> float:
-        return 100 * sum(r["accuracy"] for r in rs) / len(rs)
-
+    moe = 100 * statistics.mean(avg(s, "driftmoe", "accuracy") for s in common)
+    arf = 100 * statistics.mean(avg(s, "arf", "accuracy") for s in common)
     return (
         f"Summary over {len(common)} of {len(STREAMS)} streams ({', '.join(common)}): "
-        f"neural DriftMoE mean accuracy {mean(moe):.2f}% vs ARF {mean(arf):.2f}% "
-        f"({mean(moe) - mean(arf):+.2f} points); DriftMoE is {geo:.1f}× ARF's events per "
+        f"neural DriftMoE mean accuracy {moe:.2f}% vs ARF {arf:.2f}% "
+        f"({moe - arf:+.2f} points); DriftMoE is {geo:.1f}× ARF's events per "
         "CPU-second (geometric mean of per-stream ratios)."
     )
 
@@ -614,6 +669,16 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from None
+    if not seeds:
+        raise argparse.ArgumentTypeError("give at least one seed")
+    return list(dict.fromkeys(seeds))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench.accuracy",
@@ -631,7 +696,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma list of keys or registry names [{','.join(LEARNERS)}]",
     )
     p.add_argument(
-        "--seed", type=int, default=1, help="seeds the synthetic streams and the learners [1]"
+        "--seed",
+        type=_seeds,
+        default=[1],
+        help="seeds the synthetic streams and the learners; a comma list runs each and "
+        "reports the mean and spread over them, as the paper does [1]",
     )
     p.add_argument("--jobs", type=int, default=1, help="rows run in parallel processes [1]")
     p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads per row [1]")
@@ -678,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "stream": s,
             "learner_key": k,
             "n": n,
-            "seed": args.seed,
+            "seed": seed,
             "results": args.results,
             "scale": args.scale_drifts,
             "force": args.force,
@@ -688,6 +757,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         for s in args.streams
         for k in learners
+        for seed in args.seed
     ]
     print(AIRLINES_NOTE)
     rows: list[dict[str, Any]] = []
@@ -700,6 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for fut in cf.as_completed(futures):
             j = futures[fut]
             label = f"{j['stream']} {j['learner_key']}"
+            if len(args.seed) > 1:
+                label += f" seed {j['seed']}"
             try:
                 r = fut.result()
             except Exception as exc:  # one broken row must not lose the others
@@ -714,11 +786,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
     if rows:
-        done = {(r["stream"], r["learner"]) for r in rows}
+        done = {(r["stream"], r["learner"], r["seed"]) for r in rows}
         others = [
             r
-            for r in cached_rows(args.results, args.streams, n, args.seed, args.scale_drifts)
-            if (r["stream"], r["learner"]) not in done
+            for seed in args.seed
+            for r in cached_rows(args.results, args.streams, n, seed, args.scale_drifts)
+            if (r["stream"], r["learner"], r["seed"]) not in done
         ]
         table = write_reports(rows + others, args.results, command, args.quick, args.json)
         print()

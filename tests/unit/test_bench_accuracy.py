@@ -156,3 +156,48 @@ def test_missing_dataset_names_the_path(tmp_path: Path, monkeypatch: pytest.Monk
         datasets.DatasetMissingError, match=str(tmp_path / "nowhere" / "covtype.csv.gz")
     ):
         datasets.load("covt", 10)
+
+
+def _fake_row(stream: str, learner: str, seed: int, acc: float, cpu_rate: float) -> dict[str, Any]:
+    return {
+        "stream": stream,
+        "learner": learner,
+        "n": 1_000,
+        "seed": seed,
+        "accuracy": acc,
+        "kappa": acc - 0.1,
+        "kappa_m": acc - 0.2,
+        "events_per_s": cpu_rate,
+        "events_per_cpu_s": cpu_rate,
+        "peak_mb": 100.0,
+        "base_mb": 90.0,
+        "device": "cpu",
+    }
+
+
+def test_seed_means_and_summary_over_seeds() -> None:
+    rows = [
+        _fake_row("elec", "driftmoe", 1, 0.80, 2_000.0),
+        _fake_row("elec", "driftmoe", 2, 0.90, 6_000.0),
+        _fake_row("elec", "arf", 1, 0.84, 40.0),
+        _fake_row("sea_a", "driftmoe", 1, 0.88, 1_000.0),
+    ]
+    (m,) = accuracy.seed_means(rows)
+    assert (m["stream"], m["learner"], m["seeds"]) == ("elec", "driftmoe", [1, 2])
+    assert m["accuracy"] == pytest.approx(85.0)
+    assert m["accuracy_sd"] == pytest.approx(7.0710678, rel=1e-6)
+    # one stream both ran; the two driftmoe seeds count once, as their mean
+    line = accuracy.summary_line(rows)
+    assert "Summary over 1 of 8 streams (elec)" in line
+    assert "85.00% vs ARF 84.00% (+1.00 points)" in line
+    assert "100.0× ARF's events per CPU-second" in line
+    table = accuracy.markdown_table(rows, "python -m bench.accuracy --seed 1,2", False)
+    assert "| elec | driftmoe | 1,000 | 1,2 | 85.00 ± 7.07 | 75.00 ± 7.07 | – |" in table
+
+
+def test_seed_list_parsing() -> None:
+    parser = accuracy.build_parser()
+    assert parser.parse_args(["--seed", "3,1,3"]).seed == [3, 1]
+    assert parser.parse_args([]).seed == [1]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--seed", "1,x"])
