@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench bench-accuracy bench-throughput services-up services-down system-deps kafka-jars clean
+.PHONY: run test lint bench bench-accuracy bench-gpu bench-throughput services-up services-down system-deps kafka-jars clean
 
 # The environment: created once, refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -54,6 +54,9 @@ bench-throughput: $(STAMP)
 
 bench-accuracy: $(STAMP)
 	$(PY) -m bench.accuracy --quick --jobs 2 $(ARGS)
+
+bench-gpu: $(STAMP)
+	PYTHON=$(PY) bash bench/gpu_check.sh
 
 clean:
 	rm -rf .driftline .pytest_cache .ruff_cache
