@@ -262,11 +262,12 @@ class _NBTerms:
         self.refresh()
 
     def refresh(self) -> None:
+        n_att = len(self.gauss_cols)
         for i in self.dirty:
             c = self.classes[i]
             row: list[tuple[Any, float, float, float]] = []
+            mus, coefs, lognorms = [0.0] * n_att, [0.0] * n_att, [0.0] * n_att
             for j, spl in enumerate(self.gauss_cols):
-                mu = coef = lognorm = 0.0
                 g = spl._att_dist_per_class.get(c)
                 if g is not None:
                     v = g._var
@@ -274,13 +275,14 @@ class _NBTerms:
                     if n > v.ddof:
                         variance = v._S / (n - v.ddof)
                         if variance > 0.0:
-                            mu = v.mean._mean
-                            coef = -0.5 / variance
-                            lognorm = -_HALF_LOG_TAU - 0.5 * math.log(variance)
+                            mu = mus[j] = v.mean._mean
+                            coef = coefs[j] = -0.5 / variance
+                            lognorm = lognorms[j] = -_HALF_LOG_TAU - 0.5 * math.log(variance)
                             row.append((self.atts[j], mu, coef, lognorm))
-                self.mu[i, j] = mu
-                self.coef[i, j] = coef
-                self.lognorm[i, j] = lognorm
+            # whole rows at once: numpy's per-element writes cost more than the reads
+            self.mu[i] = mus
+            self.coef[i] = coefs
+            self.lognorm[i] = lognorms
             self.rows[i] = row
         self.dirty.clear()
         total = self.weights.sum()
@@ -361,8 +363,9 @@ class _NBALeaf(LeafNaiveBayesAdaptive):
 
     def learn_one(self, x, y, *, w=1.0, tree=None):  # type: ignore[no-untyped-def]
         if self.is_active():
-            mc_pred = LeafMajorityClass.prediction(self, x)
-            if len(self.stats) == 0 or max(mc_pred, key=mc_pred.get) == y:
+            stats = self.stats
+            # River's majority-class prediction normalises a deep copy; its argmax is this
+            if len(stats) == 0 or max(stats, key=stats.get) == y:
                 self._mc_correct_weight += w
             if self.stats and sum(self.stats.values()) > 0:
                 t = self.terms()
@@ -516,6 +519,9 @@ class _DriftMoEBase(Classifier):
         self._router: _Router | None = None
         self._experts: list[river_tree.HoeffdingTreeClassifier] = []
         self._n_learned = 0
+        # (x, router input, router, its step count, logits) of the last one-event prediction:
+        # the learn that usually follows on the same event reuses the logits
+        self._logit_memo: tuple[Any, np.ndarray, Any, int, np.ndarray] | None = None
 
     # ---- input handling
     def _register(self, X: Sequence[Features]) -> list[int]:
@@ -579,27 +585,33 @@ class _DriftMoEBase(Classifier):
 
     def predict_one(self, x: Features) -> Label | None:
         validate_x(x)
-        return self.predict_many([x])[0]
+        return self._labels_of([x])[0]
 
     def predict_proba_one(self, x: Features) -> dict[Label, float]:
         validate_x(x)
-        return self.predict_proba_many([x])[0]
+        return self._probas_of([x])[0]
 
     def predict_many(self, X: Sequence[Features]) -> list[Label | None]:
         validate_batch(X)
-        if self._router is None or not X:
-            return [None] * len(X)
-        labels = self._labels.labels
-        return [labels[c] for c, _ in self._predict(list(X))]
+        return self._labels_of(list(X))
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         validate_batch(X)
+        return self._probas_of(list(X))
+
+    def _labels_of(self, X: list[Features]) -> list[Label | None]:
+        if self._router is None or not X:
+            return [None] * len(X)
+        labels = self._labels.labels
+        return [labels[c] for c, _ in self._predict(X)]
+
+    def _probas_of(self, X: list[Features]) -> list[dict[Label, float]]:
         if self._router is None or not X:
             return [{} for _ in X]
         labels = self._labels.labels
         return [
             {lab: float(p) for lab, p in zip(labels, proba, strict=True)}
-            for _, proba in self._predict(list(X))
+            for _, proba in self._predict(X)
         ]
 
     def _predict(self, X: list[Features]) -> list[tuple[int, np.ndarray]]:
@@ -758,7 +770,18 @@ class DriftMoEData(_DriftMoEBase):
         router = self._ensure_router(v.shape[0], self.n_experts)
         if v.shape[0] < router.d:
             v = np.pad(v, (0, router.d - v.shape[0]))
-        w = self._weights(router.logits(v))
+        memo, self._logit_memo = self._logit_memo, None
+        if (
+            memo is not None
+            and memo[0] is x
+            and memo[2] is router
+            and memo[3] == router.steps
+            and np.array_equal(memo[1], v)
+        ):
+            logits = memo[4]
+        else:
+            logits = router.logits(v)
+        w = self._weights(logits)
         n_classes = len(self._labels)
         votes = np.stack([_log_votes(e, x, n_classes) for e in self._experts])
         mask = correctness_mask(votes, cls)
@@ -787,7 +810,10 @@ class DriftMoEData(_DriftMoEBase):
         n_classes = len(self._labels)
         out = []
         for x, v in zip(X, M, strict=True):
-            e = int(self._weights(self._router.logits(v)).argmax())
+            logits = self._router.logits(v)
+            if len(X) == 1:
+                self._logit_memo = (x, v, self._router, self._router.steps, logits)
+            e = int(self._weights(logits).argmax())
             lv = _log_votes(self._experts[e], x, n_classes)
             out.append((int(lv.argmax()), _normalise_log_votes(lv)))
         return out
