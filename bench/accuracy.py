@@ -470,6 +470,19 @@ def _rate(v: float) -> str:
     return f"{v / 1000:.1f}k" if v >= 10_000 else f"{v:,.0f}"
 
 
+def _in_table_order(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows sorted as the paper lists streams, then in the learner table's order."""
+    order = {s: i for i, s in enumerate(STREAMS)}
+    lorder = {k: i for i, k in enumerate(LEARNERS)}
+    return sorted(items, key=lambda r: (order.get(r["stream"], 99), lorder.get(r["learner"], 99)))
+
+
+def _paper_cell(stream: str, learner: str) -> str:
+    spec = LEARNERS.get(learner)
+    paper = PAPER.get(stream, {}).get(spec.paper) if spec and spec.paper else None
+    return "–" if paper is None else f"{paper:.2f}"
+
+
 def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) -> str:
     info = machine_info()
     lines = [
@@ -499,16 +512,13 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
         "| stream | learner | n | seed | accuracy % | κ % | κ_M % | events/s | peak MB | device | paper % |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
-    order = {s: i for i, s in enumerate(STREAMS)}
-    lorder = {k: i for i, k in enumerate(LEARNERS)}
-    for r in sorted(rows, key=lambda r: (order.get(r["stream"], 99), lorder.get(r["learner"], 99))):
-        spec = LEARNERS.get(r["learner"])
-        paper = PAPER.get(r["stream"], {}).get(spec.paper) if spec and spec.paper else None
+    for r in _in_table_order(rows):
         lines.append(
             f"| {r['stream']}{' (scaled drifts)' if r.get('scaled_drifts') else ''} "
             f"| {r['learner']} | {r['n']:,} | {r['seed']} | {_pct(r['accuracy'])} "
             f"| {_pct(r['kappa'])} | {_pct(r['kappa_m'])} | {_rate(r['events_per_s'])} "
-            f"| {r['peak_mb']:.0f} (+{r['peak_mb'] - r['base_mb']:.0f}) | {r['device']} | {'–' if paper is None else f'{paper:.2f}'} |"
+            f"| {r['peak_mb']:.0f} (+{r['peak_mb'] - r['base_mb']:.0f}) | {r['device']} "
+            f"| {_paper_cell(r['stream'], r['learner'])} |"
         )
     means = seed_means(rows)
     if means:
@@ -519,17 +529,13 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
             "| stream | learner | n | seeds | accuracy % | κ % | paper % |",
             "|---|---|---:|---|---:|---:|---:|",
         ]
-        for m in sorted(
-            means, key=lambda m: (order.get(m["stream"], 99), lorder.get(m["learner"], 99))
-        ):
-            spec = LEARNERS.get(m["learner"])
-            paper = PAPER.get(m["stream"], {}).get(spec.paper) if spec and spec.paper else None
+        for m in _in_table_order(means):
             lines.append(
                 f"| {m['stream']} | {m['learner']} | {m['n']:,} "
                 f"| {','.join(map(str, m['seeds']))} "
                 f"| {m['accuracy']:.2f} ± {m['accuracy_sd']:.2f} "
                 f"| {m['kappa']:.2f} ± {m['kappa_sd']:.2f} "
-                f"| {'–' if paper is None else f'{paper:.2f}'} |"
+                f"| {_paper_cell(m['stream'], m['learner'])} |"
             )
     lines += ["", "## The paper's table (accuracy %)", ""]
     lines.append("| stream | " + " | ".join(PAPER_COLUMNS) + " |")
