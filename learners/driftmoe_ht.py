@@ -519,9 +519,6 @@ class _DriftMoEBase(Classifier):
         self._router: _Router | None = None
         self._experts: list[river_tree.HoeffdingTreeClassifier] = []
         self._n_learned = 0
-        # (x, router input, router, its step count, logits) of the last one-event prediction:
-        # the learn that usually follows on the same event reuses the logits
-        self._logit_memo: tuple[Any, np.ndarray, Any, int, np.ndarray] | None = None
 
     # ---- input handling
     def _register(self, X: Sequence[Features]) -> list[int]:
@@ -770,18 +767,7 @@ class DriftMoEData(_DriftMoEBase):
         router = self._ensure_router(v.shape[0], self.n_experts)
         if v.shape[0] < router.d:
             v = np.pad(v, (0, router.d - v.shape[0]))
-        memo, self._logit_memo = self._logit_memo, None
-        if (
-            memo is not None
-            and memo[0] is x
-            and memo[2] is router
-            and memo[3] == router.steps
-            and np.array_equal(memo[1], v)
-        ):
-            logits = memo[4]
-        else:
-            logits = router.logits(v)
-        w = self._weights(logits)
+        w = self._weights(router.logits(v))
         n_classes = len(self._labels)
         votes = np.stack([_log_votes(e, x, n_classes) for e in self._experts])
         mask = correctness_mask(votes, cls)
@@ -810,10 +796,7 @@ class DriftMoEData(_DriftMoEBase):
         n_classes = len(self._labels)
         out = []
         for x, v in zip(X, M, strict=True):
-            logits = self._router.logits(v)
-            if len(X) == 1:
-                self._logit_memo = (x, v, self._router, self._router.steps, logits)
-            e = int(self._weights(logits).argmax())
+            e = int(self._weights(self._router.logits(v)).argmax())
             lv = _log_votes(self._experts[e], x, n_classes)
             out.append((int(lv.argmax()), _normalise_log_votes(lv)))
         return out
