@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+# the project's one error root lives in a module that imports nothing, so that learners
+# and connectors share it without knowing each other or the engine
+from stream.exceptions import DriftlineError
 
-class ConnectorError(Exception):
+
+class ConnectorError(DriftlineError):
     """Root of every error a connector raises."""
 
 

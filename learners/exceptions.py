@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+# the project's one error root lives in a module that imports nothing, so that learners
+# and connectors share it without knowing each other or the engine
+from stream.exceptions import DriftlineError
 
-class LearnerError(Exception):
+
+class LearnerError(DriftlineError):
     """Root of every error a learner raises."""
 
 

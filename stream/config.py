@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     checkpoint_every_events: int = Field(10_000, ge=1, description="Checkpoint after this many events...")
     checkpoint_every_s: float = Field(30.0, gt=0, description="...or after this many seconds, whichever comes first.")
     publish_every_s: float = Field(0.5, gt=0, description="Refresh the served copy of the model this often.")
+    output_commit_every_s: float = Field(1.0, gt=0, description="Kafka: commit the transaction of outputs and offsets this often (and at each checkpoint).")
 
     detector: str = Field("adwin", description="Drift detector on the per-event loss: adwin, ddm, eddm, page_hinkley, kswin, hddm_a, hddm_w.")
     detector_params: dict[str, Any] = Field(default_factory=dict, description="Detector parameters (JSON).")
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
         description="host:port[,host:port]; unset means the embedded in-process log.",
     )
     group_id: str | None = Field(None, description="Kafka consumer group; default driftline-<pipeline>.")
+    kafka_client: str = Field("confluent", description="Kafka client library: 'confluent' (librdkafka) or 'kafka-python'.")
+    kafka_options: dict[str, Any] = Field(default_factory=dict, description="Kafka client options in librdkafka's names (JSON), e.g. security.protocol, sasl.mechanism, sasl.username, sasl.password, ssl.ca.location.")
+    transactional_outputs: bool = Field(True, description="Kafka: produce outputs in transactions with the consumer offsets (exactly-once for read_committed readers).")
+    lease_ttl_s: float = Field(5.0, ge=1.0, le=300.0, description="Redis lease on the pipeline: a standby takes over this long after the holder dies.")
     redis_url: str | None = Field(
         None,
         validation_alias=AliasChoices("redis_url", "DRIFTLINE_REDIS_URL", "REDIS_URL"),
@@ -92,10 +97,14 @@ class Settings(BaseSettings):
             raise ValueError(f"choose one of {sorted(DETECTORS)}")
         return v
 
-    @field_validator("drift_direction", "drift_reaction")
+    @field_validator("drift_direction", "drift_reaction", "kafka_client")
     @classmethod
     def _choice(cls, v: str, info: Any) -> str:
-        allowed = {"drift_direction": ("increase", "both"), "drift_reaction": ("learner", "none")}[info.field_name]
+        allowed = {
+            "drift_direction": ("increase", "both"),
+            "drift_reaction": ("learner", "none"),
+            "kafka_client": ("confluent", "kafka-python"),
+        }[info.field_name]
         if v not in allowed:
             raise ValueError(f"choose {' or '.join(repr(a) for a in allowed)}")
         return v

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Hashable
+from typing import Any
 
 
 class _Confusion:
@@ -58,6 +59,28 @@ class Prequential:
         self._pairs.append((y_true, y_pred))
         if len(self._pairs) > self.window:
             self._recent.add(*self._pairs.popleft(), -1)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain data: the confusion counts are rebuilt from the labelled pairs they count."""
+        return {
+            "window": self.window,
+            "all": [self._all.n, self._all.correct, list(self._all.rows.items()), list(self._all.cols.items())],
+            "pairs": [list(p) for p in self._pairs],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore; a window changed in configuration since keeps the newest pairs that fit."""
+        n, correct, rows, cols = state["all"]
+        self._all = _Confusion()
+        self._all.n, self._all.correct = int(n), int(correct)
+        self._all.rows.update(dict(rows))
+        self._all.cols.update(dict(cols))
+        pairs = [tuple(p) for p in state["pairs"]][-self.window :]
+        self._recent = _Confusion()
+        self._pairs = deque()
+        for y, p in pairs:
+            self._recent.add(y, p, 1)
+            self._pairs.append((y, p))
 
     def summary(self) -> dict[str, float]:
         return {

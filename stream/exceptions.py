@@ -25,3 +25,11 @@ class EventError(DriftlineError, ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class PipelineError(DriftlineError):
+    """The loop met an error outside any one event; it stopped without checkpointing."""
+
+
+class LeaseLostError(DriftlineError):
+    """Another worker owns the pipeline now; this one stopped learning and writing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -77,6 +78,29 @@ class LossMonitor:
         self._recent: deque[float] = deque(maxlen=max(1, window // 10))
         self._since_drift_sum = 0.0
         self._since_drift_n = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        # River's detectors offer no state of their own but their pickle, which names only
+        # River's classes; everything of ours is plain data.
+        return {
+            "name": self.name,
+            "params": dict(self.params),
+            "detector": pickle.dumps(self._detector, protocol=pickle.HIGHEST_PROTOCOL),
+            "recent": list(self._recent),
+            "since_drift": [self._since_drift_sum, self._since_drift_n],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore; return False (and keep the fresh detector) when the detector's settings changed.
+
+        Only ever called on a verified snapshot's payload.
+        """
+        if state["name"] != self.name or state["params"] != self.params:
+            return False
+        self._detector = pickle.loads(state["detector"])  # noqa: S301 - from a signed snapshot
+        self._recent.extend(state["recent"])
+        self._since_drift_sum, self._since_drift_n = state["since_drift"]
+        return True
 
     def update(self, loss: float, event_index: int) -> Drift | None:
         self._recent.append(loss)

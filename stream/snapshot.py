@@ -1,5 +1,10 @@
 """The checkpoint envelope: one signed blob holding model, monitors, metrics and offsets.
 
+The header also records what the state's bits depend on: the package version, the state
+format, and the numeric kernels (the BLAS library and the kernel it picked, torch's CPU
+capability). The same stream gives the same bits only on the same kernels, so a restore
+on other kernels is allowed but logged.
+
 Layout: ``MAGIC | u32 header length | header JSON | payload | HMAC-SHA256``. The header
 is readable without the key (for listing and lag monitoring); the payload is decoded only
 after the HMAC over everything before it verifies, because it may hold pickled River
@@ -8,7 +13,9 @@ models and unpickling unverified bytes would run code chosen by whoever wrote th
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib.metadata
 import hmac
 import json
 import pickle
@@ -22,7 +29,8 @@ from typing import Any
 from stream.exceptions import ConfigError, SignatureError, SnapshotError
 
 MAGIC = b"DRIFTLINE-SNAPSHOT\n"
-FORMAT_VERSION = 1
+#: 2: runtime state as plain data (no pickled engine classes); numeric kernels recorded
+FORMAT_VERSION = 2
 _MAC_LEN = 32
 
 
@@ -38,6 +46,8 @@ class SnapshotHeader:
     created_at: float = 0.0
     format_version: int = FORMAT_VERSION
     payload_sha256: str = ""
+    package_version: str = ""
+    kernels: dict[str, Any] = field(default_factory=dict)
 
     def topic_offsets(self) -> dict[tuple[str, int], int]:
         return {decode_tp(k): v for k, v in self.offsets.items()}
@@ -58,6 +68,8 @@ def seal(header: SnapshotHeader, state: dict[str, Any], key: bytes) -> bytes:
     header_dict = dict(header.__dict__)
     header_dict["payload_sha256"] = hashlib.sha256(payload).hexdigest()
     header_dict["created_at"] = header.created_at or time.time()
+    header_dict["package_version"] = header.package_version or package_version()
+    header_dict["kernels"] = header.kernels or numeric_kernels()
     header_bytes = json.dumps(header_dict, sort_keys=True).encode()
     body = MAGIC + struct.pack(">I", len(header_bytes)) + header_bytes + payload
     return body + hmac.new(key, body, hashlib.sha256).digest()
@@ -84,7 +96,10 @@ def open_snapshot(blob: bytes, key: bytes) -> tuple[SnapshotHeader, dict[str, An
         raise SnapshotError("snapshot payload does not match its sha256")
     if header.format_version != FORMAT_VERSION:
         raise SnapshotError(
-            f"snapshot format {header.format_version} is not supported (expected {FORMAT_VERSION})"
+            f"snapshot format {header.format_version} (written by driftline "
+            f"{header.package_version or '0.1'}) cannot be read by driftline {package_version()}, "
+            f"which reads format {FORMAT_VERSION}; start the pipeline under a new name, or "
+            "run the version that wrote it"
         )
     return header, pickle.loads(payload)  # noqa: S301 - signature verified above
 
@@ -96,10 +111,46 @@ def _split(blob: bytes) -> tuple[SnapshotHeader, bytes, bytes]:
     (n,) = struct.unpack(">I", blob[start : start + 4])
     header_bytes = blob[start + 4 : start + 4 + n]
     try:
-        header = SnapshotHeader(**json.loads(header_bytes))
+        fields = json.loads(header_bytes)
+        known = {f for f in SnapshotHeader.__dataclass_fields__}
+        # a header from another format version may carry fields this one lacks; keep
+        # reading so the version check can refuse it with a clear message
+        header = SnapshotHeader(**{k: v for k, v in fields.items() if k in known})
     except (ValueError, TypeError) as exc:
         raise SnapshotError(f"snapshot header is unreadable: {exc}") from exc
     return header, blob[start + 4 + n : -_MAC_LEN], blob[-_MAC_LEN:]
+
+
+@functools.cache
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("driftline")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@functools.cache
+def numeric_kernels() -> dict[str, Any]:
+    """The BLAS libraries loaded and the kernel each picked, and torch's CPU capability."""
+    import numpy  # noqa: F401 - its BLAS must be loaded for threadpoolctl to see it
+    from threadpoolctl import threadpool_info
+
+    blas = sorted(
+        (
+            {"library": i.get("internal_api"), "version": i.get("version"), "kernel": i.get("architecture")}
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        ),
+        key=lambda b: json.dumps(b, sort_keys=True),
+    )
+    out: dict[str, Any] = {"blas": blas}
+    try:
+        import torch
+
+        out["torch"] = {"version": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    except ImportError:
+        pass
+    return out
 
 
 def load_or_create_key(path: Path) -> bytes:

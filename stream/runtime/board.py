@@ -1,0 +1,38 @@
+"""The served copies of the models: swapped whole, never locked while learning."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from learners.base import Learner
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """An immutable copy of a pipeline's model for serving."""
+
+    name: str
+    learner: str
+    version: int
+    events_seen: int
+    model: Learner
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class ModelBoard:
+    """The served copies by pipeline name; readers take a reference and keep it."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, ServedModel] = {}
+        self._lock = threading.Lock()
+
+    def publish(self, served: ServedModel) -> None:
+        with self._lock:
+            self._models = {**self._models, served.name: served}
+
+    def get(self, name: str) -> ServedModel | None:
+        return self._models.get(name)
+
+    def all(self) -> list[ServedModel]:
+        return list(self._models.values())

@@ -1,0 +1,507 @@
+"""The runtime loop: one pipeline = one model, fed micro-batch by micro-batch.
+
+poll → decode + validate (bad ones to the dead-letter topic with a reason) → predict
+(before learning: prequential) → evaluate → drift monitor on the per-event loss → alerts
+→ at the end of each micro-batch, learn → every N events or T seconds, checkpoint model +
+monitor + metrics + offsets + the unfinished micro-batch as ONE signed snapshot.
+
+Micro-batches are cut on a fixed grid of record counts (``batch_size``), never by timing:
+a poll that returns part of a micro-batch is predicted and published at once, and its
+rows wait, as part of the runtime's state, until the micro-batch is complete to be
+learned. Every row of a micro-batch is predicted by the model as it was at the batch's
+start, so how polls chop the stream changes nothing: a replay after a crash predicts,
+scores, alerts and learns exactly as the first pass did.
+
+Fail-closed: the offsets advance only past records whose processing finished. An
+exception that belongs to one event dead-letters that event; any other stops the loop
+without a checkpoint, so a restart resumes from the last good snapshot.
+
+Outputs. With a transactional sink (Kafka), predictions, alerts and dead letters are
+produced in a transaction that commits together with the consumer offsets, and the
+snapshot is written after it: a crash between the two leaves the committed offsets ahead
+of the snapshot, and the restored pipeline replays that gap silently (learning only; its
+outputs are already published, and deterministic learning would reproduce them). Without
+one (the embedded log), the snapshot is written first, then the outputs flushed, then the
+offsets committed, so offsets never pass the last durable snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition
+from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
+from learners.base import Learner
+from learners.exceptions import LearnerError
+from stream.alerts import Alert, AlertLog
+from stream.config import Settings
+from stream.evaluation import Prequential
+from stream.events import Event, decode_event
+from stream.exceptions import ConfigError, EventError, LeaseLostError, PipelineError, SnapshotError
+from stream.monitors import LossMonitor
+from stream.runtime.board import ModelBoard, ServedModel
+from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_snapshot, seal
+
+logger = logging.getLogger(__name__)
+
+LearnerFactory = Callable[[], Learner]
+
+#: the part of the runtime's state the snapshot holds, beside the header
+STATE_KEYS = ("learner", "metrics", "monitor", "next_alert_id", "drift_points", "counters", "pending", "drifted")
+
+
+@dataclass
+class Counters:
+    records: int = 0
+    events: int = 0
+    labelled: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+    checkpoint_failures: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A labelled row predicted but not yet learned: its micro-batch is not complete."""
+
+    x: dict[str, Any]
+    y: Any
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+    def record(self) -> Record:
+        return Record(self.topic, self.partition, self.offset, self.value, self.key)
+
+
+class Pipeline:
+    """Runs one learner over one source; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        learner_factory: LearnerFactory,
+        source: Source,
+        sink: Sink,
+        store: SnapshotStore,
+        snapshot_key: bytes,
+        *,
+        alerts: AlertLog | None = None,
+        board: ModelBoard | None = None,
+        fencing_token: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        on_alert: Callable[[Alert], None] | None = None,
+    ):
+        self.settings = settings
+        self.name = settings.pipeline
+        self._factory = learner_factory
+        self.source = source
+        self.sink = sink
+        self.store = store
+        self._key = snapshot_key
+        self.alerts = alerts if alerts is not None else AlertLog()
+        self.board = board if board is not None else ModelBoard()
+        self.fencing_token = fencing_token
+        self._clock = clock
+        self._wall = wall_clock
+        self.on_alert = on_alert
+        self._transactional = bool(getattr(sink, "transactional", False))
+
+        self.learner: Learner = learner_factory()
+        self.metrics = Prequential(settings.rolling_window)
+        self.monitor = self._new_monitor()
+        self.offsets: dict[TopicPartition, int] = {}
+        self.model_version = 0
+        self.next_alert_id = 0
+        self.counters = Counters()
+        self.snapshot_version: int | None = None
+        self.drift_points: list[int] = []
+        self._pending: list[_Pending] = []
+        self._drifted = False
+        #: per partition, the offset up to which outputs were already published (replay)
+        self._replay_until: dict[TopicPartition, int] = {}
+
+        self._last_checkpoint_events = 0
+        self._last_checkpoint_at = clock()
+        self._last_commit_at = clock()
+        self._last_publish_at = float("-inf")
+        self._retry_at = float("-inf")
+        self._retry_delay = 0.0
+        self._dirty = False
+        self._outputs_open = False
+
+    def _new_monitor(self) -> LossMonitor:
+        s = self.settings
+        return LossMonitor(s.detector, s.detector_params, s.seed, s.rolling_window, s.drift_direction)
+
+    # ---------------------------------------------------------------- restore
+
+    def restore(self) -> bool:
+        """Load the latest snapshot, if any, and seek the source to its offsets."""
+        latest = self.store.load_latest(self.name)
+        if latest is None:
+            logger.info("pipeline=%s no snapshot, starting fresh", self.name)
+            self._plan_replay({})
+            self.publish(force=True)
+            return False
+        version, blob = latest
+        header, state = open_snapshot(blob, self._key)
+        self._check_header(version, header)
+        learner = self._factory()
+        learner.load_state_dict(state["learner"])
+        self.learner = learner
+        self.metrics = Prequential(self.settings.rolling_window)
+        self.metrics.load_state_dict(state["metrics"])
+        self.monitor = self._new_monitor()
+        if not self.monitor.load_state_dict(state["monitor"]):
+            logger.warning(
+                "pipeline=%s detector settings changed since snapshot v%d (%s %s -> %s %s): the monitor starts fresh",
+                self.name, version, state["monitor"]["name"], state["monitor"]["params"],
+                self.settings.detector, self.settings.detector_params,
+            )
+        self.model_version = header.model_version
+        self.next_alert_id = state["next_alert_id"]
+        self.drift_points = list(state["drift_points"])
+        self.counters = Counters(**state["counters"])
+        self._pending = [_Pending(**p) for p in state["pending"]]
+        self._drifted = bool(state["drifted"])
+        self.offsets = header.topic_offsets()
+        self.snapshot_version = version
+        self._last_checkpoint_events = self.counters.events
+        self.source.seek(self.offsets)
+        self._plan_replay(self.offsets)
+        logger.info(
+            "pipeline=%s restored snapshot=v%d events=%d offsets=%s",
+            self.name, version, self.counters.events, header.offsets,
+        )
+        self.publish(force=True)
+        return True
+
+    def _check_header(self, version: int, header: SnapshotHeader) -> None:
+        if header.pipeline != self.name:
+            raise SnapshotError(f"snapshot v{version} belongs to pipeline {header.pipeline!r}, not {self.name!r}")
+        s = self.settings
+        if header.learner != s.learner or header.learner_params != dict(s.learner_params):
+            raise ConfigError(
+                f"learner: the snapshot v{version} of pipeline {self.name!r} was written by "
+                f"{header.learner!r} with parameters {json.dumps(header.learner_params, sort_keys=True)}, "
+                f"but the settings say {s.learner!r} with {json.dumps(dict(s.learner_params), sort_keys=True)}; "
+                "use the snapshot's learner and parameters, or a new pipeline name to start a new model"
+            )
+        if header.kernels and header.kernels != numeric_kernels():
+            logger.warning(
+                "pipeline=%s snapshot v%d was written on other numeric kernels (%s; here %s): it "
+                "restores, but learning from here is bit-identical only to runs on these kernels",
+                self.name, version, header.kernels, numeric_kernels(),
+            )
+
+    def _plan_replay(self, snapshot_offsets: dict[TopicPartition, int]) -> None:
+        """Outputs of records the committed transactions already cover are not sent again."""
+        committed = getattr(self.source, "committed", None)
+        if not self._transactional or not callable(committed):
+            return
+        ahead = {
+            tp: off for tp, off in committed().items() if off > snapshot_offsets.get(tp, 0)
+        }
+        if ahead:
+            logger.info("pipeline=%s replaying silently up to the published offsets %s", self.name, ahead)
+        self._replay_until = ahead
+
+    # ------------------------------------------------------------------- loop
+
+    def run(self, max_events: int | None = None, stop: threading.Event | None = None) -> None:
+        """Loop until ``stop`` is set or ``max_events`` valid events were processed, then checkpoint.
+
+        An error stops the loop with no checkpoint: the last good snapshot stays the truth.
+        """
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
+            if max_events is not None:
+                remaining = max_events - self.counters.events
+                if remaining <= 0:
+                    break
+                limit = min(limit, remaining)
+            self.step(limit)
+        self.checkpoint(final=True)
+        self.publish(force=True)
+
+    def step(self, limit: int | None = None) -> int:
+        """Poll and process up to the end of the current micro-batch; return the records read."""
+        records = self.source.poll(limit or self.settings.batch_size, self.settings.batch_timeout_ms)
+        if records:
+            self.process(records)
+        self.maybe_checkpoint()
+        self.publish()
+        return len(records)
+
+    def process(self, records: list[Record]) -> None:
+        """Predict, score, publish and buffer these records; learn each micro-batch they complete."""
+        size = self.settings.batch_size
+        start = 0
+        while start < len(records):
+            # split at the grid, so no call spans two micro-batches
+            take = size - self.counters.records % size
+            chunk = records[start : start + take]
+            start += len(chunk)
+            self._process_chunk(chunk)
+            if self.counters.records % size == 0:
+                self._finish_batch()
+
+    def _process_chunk(self, records: list[Record]) -> None:
+        events: list[Event] = []
+        origin: list[Record] = []
+        for rec in records:
+            try:
+                events.append(decode_event(rec.value, self.settings.max_event_bytes))
+                origin.append(rec)
+            except EventError as exc:
+                self.dead_letter(rec, exc.reason)
+        events, origin, y_pred = self._predict(events, origin)
+        first_index = self.counters.events
+        publish = self.settings.publish_predictions
+        for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
+            if publish and not self._replaying(rec):
+                self._send(self.settings.predictions_topic, _prediction_json(ev, pred, self.model_version), rec.key)
+            if ev.y is None:
+                continue
+            self.counters.labelled += 1
+            self.metrics.update(ev.y, pred)
+            found = self.monitor.update(0.0 if pred == ev.y else 1.0, first_index + i)
+            if found is not None:
+                self._drifted = True
+                self._raise_alert(found, ev, rec)
+            self._pending.append(_Pending(ev.x, ev.y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
+        # progress moves only now, past records whose processing finished
+        self.counters.events += len(events)
+        self.counters.records += len(records)
+        for rec in records:
+            self.offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        self._dirty = True
+
+    def _finish_batch(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self._learn(pending)
+            self.model_version += 1
+        if self._drifted and self.settings.drift_reaction == "learner":
+            hook = getattr(self.learner, "on_drift", None)
+            if callable(hook):
+                hook()
+        self._drifted = False
+
+    def _learn(self, rows: list[_Pending]) -> None:
+        # learners check a whole batch before learning any of it, so after a refusal the
+        # events can be learned one by one and only the offending ones dead-lettered
+        try:
+            self.learner.learn_many([r.x for r in rows], [r.y for r in rows])
+            return
+        except LearnerError:
+            pass
+        except Exception as exc:
+            # the learner may have learned part of the batch: its state is no longer one
+            # the stream explains, so stop before any of it reaches a snapshot
+            raise PipelineError(f"pipeline {self.name!r}: learning failed: {exc!r}; stopped without a checkpoint") from exc
+        for r in rows:
+            try:
+                self.learner.learn_many([r.x], [r.y])
+            except LearnerError as exc:
+                self.dead_letter(r.record(), f"learner could not learn the event: {exc}")
+
+    def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
+        if not events:
+            return events, origin, []
+        X = [e.x for e in events]
+        try:
+            return events, origin, self.learner.predict_many(X)
+        except Exception as batch_exc:
+            failure = batch_exc
+        # One event the learner cannot use must not sink the batch: find it, dead-letter it.
+        # If every event fails alike, the fault is not in the events: stop.
+        kept_e, kept_r, preds, refused = [], [], [], []
+        for ev, rec in zip(events, origin, strict=True):
+            try:
+                preds.append(self.learner.predict_many([ev.x])[0])
+            except Exception as exc:
+                refused.append((rec, exc))
+                continue
+            kept_e.append(ev)
+            kept_r.append(rec)
+        if not kept_e and len(events) > 1 and not all(isinstance(e, LearnerError) for _, e in refused):
+            raise PipelineError(f"pipeline {self.name!r}: prediction failed for every event: {failure!r}") from failure
+        for rec, exc in refused:
+            what = "learner rejected the event" if isinstance(exc, LearnerError) else f"prediction failed ({type(exc).__name__})"
+            self.dead_letter(rec, f"{what}: {exc}")
+        return kept_e, kept_r, preds
+
+    def _replaying(self, rec: Record) -> bool:
+        until = self._replay_until.get((rec.topic, rec.partition))
+        if until is None:
+            return False
+        if rec.offset < until:
+            return True
+        del self._replay_until[(rec.topic, rec.partition)]
+        return False
+
+    def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
+        if headers:
+            self.sink.send(topic, value, key=key, headers=headers)
+        else:
+            self.sink.send(topic, value, key=key)
+        self._outputs_open = True
+
+    def dead_letter(self, rec: Record, reason: str) -> None:
+        self.counters.dead_letters += 1
+        logger.warning("pipeline=%s dead-letter %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, reason)
+        if self._replaying(rec):
+            return
+        body = {
+            "pipeline": self.name,
+            "reason": reason,
+            "topic": rec.topic,
+            "partition": rec.partition,
+            "offset": rec.offset,
+            "value_b64": base64.b64encode(rec.value).decode(),
+        }
+        self._send(self.settings.dead_letter_topic, json.dumps(body).encode(), rec.key)
+
+    def _raise_alert(self, found: Any, ev: Event, rec: Record) -> None:
+        alert = Alert(
+            id=self.next_alert_id,
+            pipeline=self.name,
+            detector=found.detector,
+            signal="loss",
+            event_index=found.event_index,
+            event_id=ev.id,
+            topic=rec.topic,
+            partition=rec.partition,
+            offset=rec.offset,
+            ts=self._wall(),
+            loss_before=round(found.loss_before, 6),
+            loss_after=round(found.loss_after, 6),
+            window=found.window,
+            model_version=self.model_version,
+        )
+        self.next_alert_id += 1
+        self.drift_points.append(found.event_index)
+        self.alerts.append(alert)
+        if self._replaying(rec):
+            return
+        self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
+        logger.info(
+            "pipeline=%s drift detector=%s event_index=%d loss %.3f -> %.3f",
+            self.name, alert.detector, alert.event_index, alert.loss_before, alert.loss_after,
+        )
+        if self.on_alert is not None:
+            self.on_alert(alert)
+
+    # ------------------------------------------------------------ checkpoint
+
+    def maybe_checkpoint(self) -> None:
+        now = self._clock()
+        due = (
+            self.counters.events - self._last_checkpoint_events >= self.settings.checkpoint_every_events
+            or now - self._last_checkpoint_at >= self.settings.checkpoint_every_s
+        )
+        if due and self._dirty and now >= self._retry_at:
+            self.checkpoint()
+        elif self._transactional and self._outputs_open and now - self._last_commit_at >= self.settings.output_commit_every_s:
+            self._commit_outputs()
+
+    def _commit_outputs(self) -> None:
+        """Commit the open transaction: the outputs so far with the offsets they cover."""
+        self.sink.commit_transaction(dict(self.offsets), self.source)
+        self._outputs_open = False
+        self._last_commit_at = self._clock()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "learner": self.learner.state_dict(),
+            "metrics": self.metrics.state_dict(),
+            "monitor": self.monitor.state_dict(),
+            "next_alert_id": self.next_alert_id,
+            "drift_points": list(self.drift_points),
+            "counters": dict(self.counters.__dict__),
+            "pending": [
+                {"x": p.x, "y": p.y, "topic": p.topic, "partition": p.partition, "offset": p.offset, "key": p.key, "value": p.value}
+                for p in self._pending
+            ],
+            "drifted": self._drifted,
+        }
+
+    def checkpoint(self, final: bool = False) -> int | None:
+        """Write one snapshot (see the module docstring for the order); return the version, or None."""
+        if not self._dirty and self.snapshot_version is not None:
+            return self.snapshot_version
+        if self._transactional and self.offsets:
+            self._commit_outputs()
+        header = SnapshotHeader(
+            pipeline=self.name,
+            model_version=self.model_version,
+            events_seen=self.counters.events,
+            offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
+            learner=self.settings.learner,
+            learner_params=dict(self.settings.learner_params),
+            metrics=self.metrics.summary(),
+        )
+        blob = seal(header, self.state_dict(), self._key)
+        now = self._clock()
+        try:
+            version = self.store.save(self.name, blob, fencing_token=self.fencing_token)
+        except StaleFencingTokenError as exc:
+            raise LeaseLostError(f"pipeline {self.name!r}: {exc}; this worker stops learning") from exc
+        except StoreUnavailableError as exc:
+            self.counters.checkpoint_failures += 1
+            self._retry_delay = min(max(self._retry_delay * 2, 0.5), 30.0)
+            self._retry_at = now + self._retry_delay
+            logger.warning("pipeline=%s checkpoint failed, retry in %.1fs: %s", self.name, self._retry_delay, exc)
+            if final:
+                raise
+            return None
+        self._retry_delay = 0.0
+        if not self._transactional:
+            self.sink.flush()
+            self.source.commit(dict(self.offsets))
+        self.snapshot_version = version
+        self.counters.checkpoints += 1
+        self._last_checkpoint_events = self.counters.events
+        self._last_checkpoint_at = now
+        self._dirty = False
+        logger.info("pipeline=%s checkpoint v%d events=%d bytes=%d", self.name, version, self.counters.events, len(blob))
+        return version
+
+    # --------------------------------------------------------------- serving
+
+    def publish(self, force: bool = False) -> None:
+        """Swap in a fresh copy of the model for serving, at most every publish_every_s."""
+        now = self._clock()
+        if not force and now - self._last_publish_at < self.settings.publish_every_s:
+            return
+        self._last_publish_at = now
+        copy = self._factory()
+        copy.load_state_dict(pickle.loads(pickle.dumps(self.learner.state_dict())))  # noqa: S301 - our own bytes
+        self.board.publish(
+            ServedModel(
+                name=self.name,
+                learner=self.settings.learner,
+                version=self.model_version,
+                events_seen=self.counters.events,
+                model=copy,
+                metrics=self.metrics.summary(),
+            )
+        )
+
+
+def _prediction_json(ev: Event, pred: Any, version: int) -> bytes:
+    return json.dumps({"id": ev.id, "y": pred, "version": version}, separators=(",", ":")).encode()
