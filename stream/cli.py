@@ -119,14 +119,44 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.service import build_worker
+    from stream.runtime.worker import run_leased, wait_for_lease
+    from stream.service import build_worker, open_lease, prepare_kafka
 
-    pipeline = build_worker(_settings(args))
+    settings = _settings(args)
+    prepare_kafka(settings)
+    stop = _stop_on_signals()
+    lease = open_lease(settings)
+
+    def standby(holder: str | None) -> None:
+        console.print(f"standby: pipeline {settings.pipeline} is held by {holder}; taking over when its lease lapses")
+
+    token = wait_for_lease(lease, stop, on_wait=standby)
+    if token is None:
+        return 0
+    pipeline = build_worker(settings, fencing_token=token)
     pipeline.restore()
-    return _run_loop(pipeline, pipeline.settings, args, None)
+    return _run_loop(
+        pipeline, settings, args, None, stop=stop,
+        runner=lambda: run_leased(pipeline, lease, stop, max_events=args.events),
+    )
 
 
-def _run_loop(pipeline: Any, settings: Settings, args: argparse.Namespace, feeder: Any) -> int:
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def _run_loop(
+    pipeline: Any,
+    settings: Settings,
+    args: argparse.Namespace,
+    feeder: Any,
+    *,
+    stop: threading.Event | None = None,
+    runner: Any = None,
+) -> int:
     from stream.service import serve
     from stream.ui import StatusLine
 
@@ -146,9 +176,7 @@ def _run_loop(pipeline: Any, settings: Settings, args: argparse.Namespace, feede
 
     ui = StatusLine(snapshot, console)
     pipeline.on_alert = ui.alert
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop or _stop_on_signals()
 
     server = None
     if not args.no_http:
@@ -160,7 +188,10 @@ def _run_loop(pipeline: Any, settings: Settings, args: argparse.Namespace, feede
     started = time.monotonic()
     ui.start()
     try:
-        pipeline.run(max_events=args.events, stop=stop)
+        if runner is not None:
+            runner()
+        else:
+            pipeline.run(max_events=args.events, stop=stop)
     finally:
         ui.stop()
         if feeder is not None:

@@ -85,18 +85,16 @@ def build_embedded(
     return Embedded(pipeline, feeder)
 
 
-def build_worker(settings: Settings, *, on_alert: Callable[..., None] | None = None) -> Pipeline:
-    from connectors.kafka import KafkaSink, KafkaSource
-    from connectors.redis_store import RedisStore
+def prepare_kafka(settings: Settings) -> None:
+    """Check the worker's services are named, wait for the broker, create missing topics."""
+    from connectors.kafka import KafkaAdmin
 
     if not settings.kafka_bootstrap_servers:
         raise ConfigError("kafka_bootstrap_servers (env KAFKA_BOOTSTRAP_SERVERS): required by the worker, e.g. 127.0.0.1:9092; `driftline services up` starts a local broker")
     if not settings.redis_url:
         raise ConfigError("redis_url (env REDIS_URL): required by the worker, e.g. redis://127.0.0.1:6379/0; `driftline services up` starts a local server")
-    from connectors.kafka import KafkaAdmin
-
     # topics that do not exist yet would leave the consumer waiting for a metadata refresh
-    admin = KafkaAdmin(settings.kafka_bootstrap_servers)
+    admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
     try:
         admin.wait_ready(timeout_s=60)
         admin.create_topics(
@@ -104,13 +102,39 @@ def build_worker(settings: Settings, *, on_alert: Callable[..., None] | None = N
         )
     finally:
         admin.close()
+
+
+def open_lease(settings: Settings) -> Any:
+    from connectors.redis_store import RedisLease
+
+    return RedisLease(settings.redis_url, settings.pipeline, ttl_ms=int(settings.lease_ttl_s * 1000))
+
+
+def build_worker(settings: Settings, *, fencing_token: int | None = None, on_alert: Callable[..., None] | None = None) -> Pipeline:
+    """The pipeline on Kafka and Redis; call it once the pipeline's lease is held."""
+    from connectors.kafka import open_sink, open_source
+    from connectors.redis_store import RedisStore
+
+    prepare_kafka(settings)
+    source = open_source(
+        settings.kafka_client, settings.kafka_bootstrap_servers, [settings.events_topic], settings.consumer_group,
+        options=settings.kafka_options,
+    )
+    # one transactional id per pipeline, stable across restarts: a new worker's producer
+    # fences its predecessor's, so a zombie cannot commit outputs
+    sink = open_sink(
+        settings.kafka_client, settings.kafka_bootstrap_servers,
+        transactional_id=f"driftline-{settings.pipeline}" if settings.transactional_outputs else None,
+        options=settings.kafka_options,
+    )
     return Pipeline(
         settings,
         learner_factory(settings),
-        KafkaSource(settings.kafka_bootstrap_servers, [settings.events_topic], settings.consumer_group),
-        KafkaSink(settings.kafka_bootstrap_servers),
+        source,
+        sink,
         RedisStore(settings.redis_url, keep=settings.snapshot_keep),
         snapshot_key(settings, required=True),
+        fencing_token=fencing_token,
         on_alert=on_alert,
     )
 

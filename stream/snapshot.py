@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import hmac
+import importlib.metadata
 import json
 import pickle
 import secrets

@@ -140,6 +140,11 @@ class Pipeline:
         self._retry_delay = 0.0
         self._dirty = False
         self._outputs_open = False
+        self._halted: str | None = None
+
+    def halt(self, reason: str) -> None:
+        """Stop at the end of the current step without writing anything more (a lost lease)."""
+        self._halted = reason
 
     def _new_monitor(self) -> LossMonitor:
         s = self.settings
@@ -226,7 +231,7 @@ class Pipeline:
         An error stops the loop with no checkpoint: the last good snapshot stays the truth.
         """
         stop = stop or threading.Event()
-        while not stop.is_set():
+        while not stop.is_set() and self._halted is None:
             limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
             if max_events is not None:
                 remaining = max_events - self.counters.events
@@ -234,6 +239,8 @@ class Pipeline:
                     break
                 limit = min(limit, remaining)
             self.step(limit)
+        if self._halted is not None:
+            raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
         self.checkpoint(final=True)
         self.publish(force=True)
 
