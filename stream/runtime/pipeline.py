@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition
 from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
@@ -278,18 +280,24 @@ class Pipeline:
         events, origin, y_pred = self._predict(events, origin)
         first_index = self.counters.events
         publish = self.settings.publish_predictions
+        topic, version, encode, send = self.settings.predictions_topic, self.model_version, _ENCODER.encode, self._send
+        replay = bool(self._replay_until)
+        update_metrics, update_monitor, pending = self.metrics.update, self.monitor.update, self._pending
+        labelled = 0
         for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
-            if publish and not self._replaying(rec):
-                self._send(self.settings.predictions_topic, _prediction_json(ev, pred, self.model_version), rec.key)
-            if ev.y is None:
+            if publish and not (replay and self._replaying(rec)):
+                send(topic, encode({"id": ev.id, "y": pred, "version": version}), rec.key)
+            y = ev.y
+            if y is None:
                 continue
-            self.counters.labelled += 1
-            self.metrics.update(ev.y, pred)
-            found = self.monitor.update(0.0 if pred == ev.y else 1.0, first_index + i)
+            labelled += 1
+            update_metrics(y, pred)
+            found = update_monitor(0.0 if pred == y else 1.0, first_index + i)
             if found is not None:
                 self._drifted = True
                 self._raise_alert(found, ev, rec)
-            self._pending.append(_Pending(ev.x, ev.y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
+            pending.append(_Pending(ev.x, y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
+        self.counters.labelled += labelled
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
@@ -510,5 +518,4 @@ class Pipeline:
         )
 
 
-def _prediction_json(ev: Event, pred: Any, version: int) -> bytes:
-    return json.dumps({"id": ev.id, "y": pred, "version": version}, separators=(",", ":")).encode()
+_ENCODER = msgspec.json.Encoder()
