@@ -143,6 +143,9 @@ class Pipeline:
         self._dirty = False
         self._outputs_open = False
         self._halted: str | None = None
+        #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
+        self.last_checkpoint_s = 0.0
+        self.last_snapshot_bytes = 0
 
     def halt(self, reason: str) -> None:
         """Stop at the end of the current step without writing anything more (a lost lease)."""
@@ -470,6 +473,7 @@ class Pipeline:
             learner_params=dict(self.settings.learner_params),
             metrics=self.metrics.summary(),
         )
+        started = time.perf_counter()
         blob = seal(header, self.state_dict(), self._key)
         now = self._clock()
         try:
@@ -488,6 +492,8 @@ class Pipeline:
         if not self._transactional:
             self.sink.flush()
             self.source.commit(dict(self.offsets))
+        self.last_checkpoint_s = time.perf_counter() - started
+        self.last_snapshot_bytes = len(blob)
         self.snapshot_version = version
         self.counters.checkpoints += 1
         self._last_checkpoint_events = self.counters.events

@@ -1,0 +1,168 @@
+"""End-to-end throughput: events topic → the worker's own loop → checkpoints in Redis.
+
+    python -m bench.e2e [--n 200000] [--learners river:tree.HoeffdingTreeClassifier,driftmoe]
+                        [--clients confluent,kafka-python] [--repeats 3] [--batch 256]
+
+For each learner and Kafka client, in the same run and on the same topic of seeded SEA
+events:
+- worker: ``stream.service.build_worker`` (the pipeline ``driftline worker`` runs: decode,
+  predict, score, monitor, transactional outputs, learn, checkpoints to Redis), from the
+  first event to the final checkpoint of the ``n``-th;
+- raw consume: the same client reading the same topic with ``json.loads`` on each value and
+  nothing else: the ceiling the event path can reach;
+- learner alone: ``bench.throughput``'s prequential loop over the same events in memory.
+Rates are medians over ``--repeats`` runs; the ratio is worker / learner alone. Checkpoint
+time and snapshot size are those of the final checkpoint. Kafka and Redis come from
+``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL``, else the local launcher starts them.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse
+import json
+import shlex
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from bench.throughput import machine, measure, sea_events
+
+console = Console(highlight=False)
+KEY = "e2e-bench-" + "k" * 32
+
+
+def _services() -> tuple[str, str]:
+    kafka, redis = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("REDIS_URL")
+    if kafka and redis:
+        return kafka, redis
+    from connectors import services
+
+    env = services.up()
+    return env["KAFKA_BOOTSTRAP_SERVERS"], env["REDIS_URL"]
+
+
+def _produce(kafka: str, topic: str, events: Sequence[tuple[dict[str, Any], Any]]) -> None:
+    from connectors.kafka import KafkaAdmin, open_sink
+    from stream.events import Event
+
+    admin = KafkaAdmin(kafka)
+    admin.create_topics([topic], 1)
+    admin.close()
+    sink = open_sink("confluent", kafka)
+    for i, (x, y) in enumerate(events):
+        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
+    sink.flush(120)
+    sink.close()
+
+
+def raw_consume(client: str, kafka: str, topic: str, n: int) -> float:
+    from connectors.kafka import open_source
+
+    source = open_source(client, kafka, [topic], f"bench-raw-{uuid.uuid4().hex[:8]}")
+    got = 0
+    t0 = None
+    while got < n:
+        batch = source.poll(2000, 1000)
+        if batch and t0 is None:
+            t0 = time.perf_counter()
+        for r in batch:
+            json.loads(r.value)
+        got += len(batch)
+    secs = time.perf_counter() - (t0 or time.perf_counter())
+    source.close()
+    return n / secs
+
+
+def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int, batch: int) -> dict[str, float]:
+    from stream.config import load_settings
+    from stream.service import build_worker
+
+    name = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = load_settings(
+        pipeline=name, learner=learner, events_topic=topic, kafka_client=client,
+        kafka_bootstrap_servers=kafka, redis_url=redis, snapshot_key=KEY, batch_size=batch,
+        predictions_topic=f"{name}-predictions", alerts_topic=f"{name}-alerts", dead_letter_topic=f"{name}-dead",
+    )
+    pipeline = build_worker(settings)
+    pipeline.restore()
+    # the clock starts at the first record, as the raw consume's does
+    while not pipeline.step(batch):
+        pass
+    t0 = time.perf_counter()
+    pipeline.run(max_events=n)
+    secs = time.perf_counter() - t0
+    out = {
+        "events_per_s": (n - batch) / secs if n > batch else n / secs,
+        "checkpoint_ms": pipeline.last_checkpoint_s * 1000,
+        "snapshot_kb": pipeline.last_snapshot_bytes / 1024,
+        "accuracy": pipeline.metrics.summary()["accuracy"],
+    }
+    pipeline.source.close()
+    pipeline.sink.close()
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--learners", default="river:tree.HoeffdingTreeClassifier,driftmoe")
+    p.add_argument("--clients", default="confluent,kafka-python")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=256)
+    args = p.parse_args(argv)
+
+    from learners.registry import make_learner
+
+    kafka, redis = _services()
+    events = sea_events(args.n, 1)
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    console.print(f"producing {args.n:,} SEA events to {topic} ...")
+    _produce(kafka, topic, events)
+
+    rows = []
+    for learner in args.learners.split(","):
+        console.print(f"[{learner}] learner alone ...")
+        alone = measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, args.repeats, cuda=False)
+        for client in args.clients.split(","):
+            raws, runs = [], []
+            for r in range(args.repeats):
+                console.print(f"[{learner} / {client}] run {r + 1}/{args.repeats}: raw consume, worker ...")
+                raws.append(raw_consume(client, kafka, topic, args.n))
+                runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch))
+            rate = statistics.median(x["events_per_s"] for x in runs)
+            rows.append({
+                "learner": learner, "client": client, "worker": rate, "alone": alone["events_per_s"],
+                "ratio": rate / alone["events_per_s"], "raw": statistics.median(raws),
+                "checkpoint_ms": statistics.median(x["checkpoint_ms"] for x in runs),
+                "snapshot_kb": statistics.median(x["snapshot_kb"] for x in runs),
+                "accuracy": statistics.median(x["accuracy"] for x in runs),
+            })
+
+    m = machine()
+    table = Table(title=f"python -m bench.e2e {shlex.join(sys.argv[1:])}\n{m['cpu']}, {m['cores']} cores, python {m['python']}, torch {m['torch']}")
+    for col in ("learner", "client", "worker ev/s", "learner alone ev/s", "worker / alone", "raw consume ev/s", "checkpoint ms", "snapshot KiB", "accuracy"):
+        table.add_column(col, justify="left" if col in ("learner", "client") else "right")
+    for r in rows:
+        table.add_row(
+            r["learner"], r["client"], f"{r['worker']:,.0f}", f"{r['alone']:,.0f}", f"{r['ratio']:.2f}",
+            f"{r['raw']:,.0f}", f"{r['checkpoint_ms']:.1f}", f"{r['snapshot_kb']:,.0f}", f"{r['accuracy']:.4f}",
+        )
+    console.print(table)
+    console.print(f"medians of {args.repeats} runs, {args.n:,} events each, micro-batch {args.batch}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
