@@ -130,7 +130,8 @@ class RedisStore:
         """Store ``blob`` as a new version, move ``latest``, prune, then publish the version.
 
         A ``fencing_token`` lower than the pipeline's fence raises
-        :class:`StaleFencingTokenError` and writes nothing; ``None`` skips the check.
+        :class:`StaleFencingTokenError` and writes nothing. ``None`` is allowed only while
+        no lease was ever taken on the pipeline: once one was, every writer must hold it.
         """
         k = self.keys(pipeline)
         blob = bytes(blob)
@@ -140,10 +141,11 @@ class RedisStore:
                     pipe.watch(k.counter, k.fence, k.versions)
                     fence_raw = pipe.get(k.fence)
                     fence = int(fence_raw) if fence_raw is not None else None
-                    if fencing_token is not None and fence is not None and fencing_token < fence:
+                    if fence is not None and (fencing_token is None or fencing_token < fence):
+                        held = "no fencing token" if fencing_token is None else f"fencing token {fencing_token}, older than {fence}"
                         msg = (
-                            f"pipeline {pipeline!r}: fencing token {fencing_token} is older "
-                            f"than {fence}; another worker owns this pipeline"
+                            f"pipeline {pipeline!r}: a write with {held}; the pipeline is "
+                            "leased and another worker owns it"
                         )
                         raise StaleFencingTokenError(msg)
                     version = int(pipe.get(k.counter) or 0) + 1

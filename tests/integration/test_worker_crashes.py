@@ -145,3 +145,60 @@ def test_sigkills_leave_the_model_as_one_uninterrupted_run(
     ids = _read_committed_ids(kafka_bootstrap, client, f"{crashed}-predictions", n)
     assert len(ids) == n and set(ids) == {f"e{i}" for i in range(n)}
     store.close()
+
+
+def test_a_standby_takes_over_within_ten_seconds_and_a_stale_writer_is_refused(
+    tmp_path, kafka_bootstrap, redis_url, unique_name
+):
+    from connectors.exceptions import StaleFencingTokenError
+    from connectors.redis_store import RedisLease
+
+    learner, n, every = "river:tree.HoeffdingTreeClassifier", 60_000, 5_000
+    topic = unique_name("failover")
+    admin = KafkaAdmin(kafka_bootstrap)
+    admin.create_topics([topic], 1)
+    admin.close()
+    sink = open_sink("confluent", kafka_bootstrap)
+    for i, (x, y) in enumerate(sea_stream(n, 12, n // 3)):
+        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
+    sink.flush(60)
+    sink.close()
+
+    store = RedisStore(redis_url)
+    name = unique_name("leased")
+    env = _env(kafka_bootstrap, redis_url, "confluent", learner, name, topic, every)
+    env["DRIFTLINE_LEASE_TTL_S"] = "5"
+    lease = RedisLease(redis_url, name)
+    active = _worker(env, n, tmp_path / "active.log")
+    _wait(lambda: (lease.holder() or "").split(":")[1:2] == [str(active.pid)], 60, "the first worker holding the lease", active, tmp_path / "active.log")
+    standby = _worker(env, n, tmp_path / "standby.log")
+    _wait(lambda: "standby" in (tmp_path / "standby.log").read_text(), 60, "the second worker on standby", standby, tmp_path / "standby.log")
+    _wait(lambda: _events_seen(store, name) >= 2 * every, 300, "two snapshots", active, tmp_path / "active.log")
+    old_token = store.fence(name)
+
+    active.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    active.wait(10)
+    _wait(lambda: (lease.holder() or "").split(":")[1:2] == [str(standby.pid)], 30, "the standby holding the lease", standby, tmp_path / "standby.log")
+    took_over_s = time.monotonic() - killed_at
+    assert took_over_s <= 10.0, took_over_s
+    assert standby.wait(600) == 0, (tmp_path / "standby.log").read_text()[-3000:]
+
+    # the dead worker's token is stale now: a write with it changes nothing
+    latest = store.load_latest(name)
+    with pytest.raises(StaleFencingTokenError, match="older than"):
+        store.save(name, latest[1], fencing_token=old_token)
+    with pytest.raises(StaleFencingTokenError, match="no fencing token"):
+        store.save(name, latest[1])
+    assert store.load_latest(name)[0] == latest[0]
+
+    straight = unique_name("unleased")
+    ref = _worker(_env(kafka_bootstrap, redis_url, "confluent", learner, straight, topic, every), n, tmp_path / "straight.log")
+    assert ref.wait(600) == 0
+    _, a = open_snapshot(store.load_latest(name)[1], KEY.encode())
+    _, b = open_snapshot(store.load_latest(straight)[1], KEY.encode())
+    # exact: the same learner on the same micro-batches, in processes on one machine
+    checks.assert_state_equal(a["learner"], b["learner"])
+    assert a["counters"]["events"] == b["counters"]["events"] == n
+    lease.close()
+    store.close()
