@@ -143,6 +143,8 @@ class Pipeline:
         self._dirty = False
         self._outputs_open = False
         self._halted: str | None = None
+        #: how long the final checkpoint waits for a store that is down
+        self.final_wait_s = 120.0
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
         self.last_checkpoint_s = 0.0
         self.last_snapshot_bytes = 0
@@ -246,8 +248,21 @@ class Pipeline:
             self.step(limit)
         if self._halted is not None:
             raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
-        self.checkpoint(final=True)
+        self._final_checkpoint()
         self.publish(force=True)
+
+    def _final_checkpoint(self) -> None:
+        # a store that is down at the end is waited for, within bounds: stopping without
+        # the last snapshot would only make the next start redo the work
+        deadline = self._clock() + self.final_wait_s
+        while True:
+            try:
+                self.checkpoint(final=True)
+                return
+            except StoreUnavailableError:
+                if self._clock() >= deadline:
+                    raise
+                time.sleep(max(0.0, min(self._retry_at - self._clock(), deadline - self._clock())))
 
     def step(self, limit: int | None = None) -> int:
         """Poll and process up to the end of the current micro-batch; return the records read."""

@@ -179,6 +179,7 @@ def test_final_checkpoint_raises_when_the_store_stays_down(tmp_path):
     log = InMemoryLog()
     _feed(log, _events(10))
     pipe = _pipeline(log, _DownStore(tmp_path))
+    pipe.final_wait_s = 0.0
     with pytest.raises(StoreUnavailableError):
         pipe.run(max_events=10)
     assert log.committed("g") == {}
