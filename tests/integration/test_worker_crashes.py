@@ -202,3 +202,77 @@ def test_a_standby_takes_over_within_ten_seconds_and_a_stale_writer_is_refused(
     assert a["counters"]["events"] == b["counters"]["events"] == n
     lease.close()
     store.close()
+
+
+def _redis_server(port: int, data: Path) -> subprocess.Popen:
+    import shutil
+
+    proc = subprocess.Popen(
+        [shutil.which("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+         "--appendfsync", "always", "--save", "", "--dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    import redis
+
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+    _wait(lambda: _pings(client), 30, "redis-server answering", proc)
+    return proc
+
+
+def _pings(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+
+
+def test_a_ten_second_redis_outage_mid_stream_changes_nothing(tmp_path, kafka_bootstrap, unique_name):
+    import socket
+
+    learner, n, every = "driftmoe", 200_000, 10_000
+    topic = unique_name("outage")
+    admin = KafkaAdmin(kafka_bootstrap)
+    admin.create_topics([topic], 1)
+    admin.close()
+    sink = open_sink("confluent", kafka_bootstrap)
+    for i, (x, y) in enumerate(sea_stream(n, 13, n // 3)):
+        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
+    sink.flush(60)
+    sink.close()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = tmp_path / "redis"
+    data.mkdir()
+    redis_proc = _redis_server(port, data)
+    url = f"redis://127.0.0.1:{port}/0"
+    store = RedisStore(url)
+    name = unique_name("outage")
+    log = tmp_path / "worker.log"
+    worker = _worker(_env(kafka_bootstrap, url, "confluent", learner, name, topic, every), n, log)
+    try:
+        _wait(lambda: _events_seen(store, name) >= every, 300, "a first snapshot", worker, log)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+        down_until = time.monotonic() + 10.0
+        while time.monotonic() < down_until:
+            assert worker.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.2)
+        redis_proc = _redis_server(port, data)
+        assert worker.wait(600) == 0, log.read_text()[-3000:]
+        header, crashed = open_snapshot(store.load_latest(name)[1], KEY.encode())
+        assert crashed["counters"]["checkpoint_failures"] >= 1, "the outage was not felt"
+        straight = unique_name("no-outage")
+        ref = _worker(_env(kafka_bootstrap, url, "confluent", learner, straight, topic, every), n, tmp_path / "ref.log")
+        assert ref.wait(600) == 0, (tmp_path / "ref.log").read_text()[-3000:]
+        _, b = open_snapshot(store.load_latest(straight)[1], KEY.encode())
+        # exact: the same learner on the same micro-batches, in processes on one machine
+        checks.assert_state_equal(crashed["learner"], b["learner"])
+        assert header.events_seen == n
+    finally:
+        worker.kill()
+        redis_proc.terminate()
+        store.close()
