@@ -50,7 +50,10 @@ class LeaseKeeper:
             except StoreUnavailableError as exc:
                 logger.warning("pipeline=%s lease renewal failed, learning goes on: %s", self._pipeline.name, exc)
                 continue
-            holder = self._lease.holder()
+            try:
+                holder = self._lease.holder()
+            except StoreUnavailableError:
+                holder = None
             logger.error("pipeline=%s lost its lease to %s; stopping", self._pipeline.name, holder)
             self.lost.set()
             self._pipeline.halt(f"another worker ({holder}) holds the lease of pipeline {self._pipeline.name!r} now")
