@@ -54,11 +54,21 @@ class Prequential:
         return self._all.n
 
     def update(self, y_true: Hashable, y_pred: Hashable | None) -> None:
-        self._all.add(y_true, y_pred, 1)
-        self._recent.add(y_true, y_pred, 1)
-        self._pairs.append((y_true, y_pred))
-        if len(self._pairs) > self.window:
-            self._recent.add(*self._pairs.popleft(), -1)
+        # once per event on the hot path: the confusion updates are written out inline
+        hit = 1 if y_true == y_pred else 0
+        a, r = self._all, self._recent
+        a.n += 1
+        a.correct += hit
+        a.rows[y_true] += 1
+        a.cols[y_pred] += 1
+        r.n += 1
+        r.correct += hit
+        r.rows[y_true] += 1
+        r.cols[y_pred] += 1
+        pairs = self._pairs
+        pairs.append((y_true, y_pred))
+        if len(pairs) > self.window:
+            r.add(*pairs.popleft(), -1)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the confusion counts are rebuilt from the labelled pairs they count."""
