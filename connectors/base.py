@@ -35,6 +35,8 @@ class Record:
     value: bytes
     key: bytes | None = None
     timestamp_ms: int | None = None
+    #: (name, value) pairs in the order they were sent; names may repeat
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @runtime_checkable
@@ -53,6 +55,10 @@ class Source(Protocol):
         """Record progress for lag monitoring; the snapshot, not this, is the truth."""
         ...
 
+    # Kafka sources also offer ``committed() -> dict[TopicPartition, int]``: the group's
+    # committed next offsets for every partition of their topics that has one, callable
+    # before the group assigns anything. It is not required of every source.
+
     def close(self) -> None: ...
 
 
@@ -60,11 +66,33 @@ class Source(Protocol):
 class Sink(Protocol):
     """A producer of records to topics."""
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None: ...
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None: ...
 
     def flush(self, timeout_s: float | None = None) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class TransactionalSink(Sink, Protocol):
+    """A sink whose sends become visible to ``read_committed`` readers only on commit.
+
+    A transaction begins with the first send after a commit or abort. Committing it also
+    commits ``offsets`` (next offsets to read) for the source's consumer group, atomically
+    with the records, which is what makes consume-process-produce exactly once.
+    """
+
+    transactional: bool
+
+    def commit_transaction(self, offsets: Offsets, source: Source) -> None: ...
+
+    def abort_transaction(self) -> None: ...
 
 
 @runtime_checkable

@@ -25,3 +25,7 @@ class SnapshotNotFoundError(ConnectorError, KeyError):
 
 class ServiceStartError(ConnectorError):
     """A local Kafka or Redis process could not be started."""
+
+
+class ProducerFencedError(ConnectorError):
+    """Another producer took this transactional id: this one must stop writing for good."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from connectors.base import Offsets, Record, TopicPartition, check_seek
@@ -30,6 +30,7 @@ class _Entry:
     value: bytes
     key: bytes | None
     timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class _PartitionLog:
@@ -150,7 +151,12 @@ class InMemoryLog:
     # -- used by the clients ----------------------------------------------------------
 
     def append(
-        self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> tuple[int, int]:
         """Append one record; return its (partition, offset)."""
         if not isinstance(value, bytes | bytearray | memoryview):
@@ -159,7 +165,12 @@ class InMemoryLog:
         if key is not None and not isinstance(key, bytes | bytearray | memoryview):
             msg = f"key must be bytes or None, got {type(key).__name__}"
             raise TypeError(msg)
-        entry = _Entry(bytes(value), None if key is None else bytes(key), int(self._clock() * 1000))
+        entry = _Entry(
+            bytes(value),
+            None if key is None else bytes(key),
+            int(self._clock() * 1000),
+            tuple((str(name), bytes(v)) for name, v in headers or ()),
+        )
         with self._appended:
             parts = self._topics.get(topic)
             if parts is None:
@@ -193,11 +204,17 @@ class MemorySink:
         self._log = log
         self._closed = False
 
-    def send(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
         if self._closed:
             msg = "send on a closed producer"
             raise ConnectorError(msg)
-        self._log.append(topic, value, key)
+        self._log.append(topic, value, key, headers=headers)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Nothing is buffered, so there is nothing to wait for."""
@@ -299,7 +316,9 @@ class MemorySource:
                 continue
             for offset in range(pos, end):
                 e = log[offset]
-                out.append(Record(topic, partition, offset, e.value, e.key, e.timestamp_ms))
+                out.append(
+                    Record(topic, partition, offset, e.value, e.key, e.timestamp_ms, e.headers)
+                )
             self._positions[tp] = end
             self._cursor = idx + 1
         return out

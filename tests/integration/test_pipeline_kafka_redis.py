@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from connectors.kafka import KafkaSink, KafkaSource
+from connectors.kafka.kafka_python import KafkaPythonSink as KafkaSink
+from connectors.kafka.kafka_python import KafkaPythonSource as KafkaSource
 from connectors.redis_store import RedisStore
 from learners.registry import make_learner
 from stream.config import load_settings
