@@ -772,12 +772,13 @@ class NeuralDriftMoE(Classifier):
                 validate_y(label, f"y[{i}]")
         if not X:
             return
+        before = self._probs_before_learning(X) if self.neighbours else None
         z = self._features.update_and_transform(X)
         yi = self._labels.update_and_encode(list(y))
         self._grow()
         xm = self._matrix(z, advance=True)
-        if self.neighbours:
-            self._score_mix(X, z, xm, yi)
+        if before is not None:
+            self._score_mix(*before, yi)
         bs = self.batch_size
         if self._numpy:
             with _one_blas_thread():
@@ -834,25 +835,34 @@ class NeuralDriftMoE(Classifier):
             _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
             return self._combine_t(probs, g)[:, :c].to("cpu").numpy()
 
-    def _score_mix(
-        self, X: Sequence[Features], z: np.ndarray, xm: np.ndarray, yi: np.ndarray
-    ) -> None:
+    def _probs_before_learning(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray] | None:
+        """The experts' and the neighbour vote's probabilities for ``X`` as the model stands.
+
+        The prediction of these very rows is reused when it was the last call; else they are
+        computed now the same way (same rows, same shapes, same code), so the result never
+        depends on how the caller split its predictions."""
+        memo, self._pred_memo = self._pred_memo, None
+        if memo is not None and len(memo[0]) == len(X) and all(a is b for a, b in zip(memo[0], X, strict=True)):
+            pm, pn = memo[1], memo[2]
+        elif not self._p:
+            return None
+        else:
+            z = self._features.transform(X)
+            c = len(self._labels)
+            pm = self._moe_probs(self._matrix(z, advance=False), c)
+            pn = self._neighbour_probs(z, c)
+        if pn is None:
+            return None
+        return pm, pn
+
+    def _score_mix(self, pm: np.ndarray, pn: np.ndarray, yi: np.ndarray) -> None:
         """Fold this batch's log-loss of the experts and of the neighbour vote (both as they
         were before learning it) into the running losses that weigh them."""
         c = len(self._labels)
-        memo, self._pred_memo = self._pred_memo, None
-        if (
-            memo is not None
-            and len(memo[0]) == len(X)
-            and all(a is b for a, b in zip(memo[0], X, strict=True))
-            and memo[1].shape[1] == c
-        ):
-            pm, pn = memo[1], memo[2]
-        else:
-            pn = self._neighbour_probs(z, c)
-            pm = self._moe_probs(xm, c) if pn is not None else None
-        if pn is None or pm is None:
-            return
+        if pm.shape[1] < c:
+            # classes first seen in this batch: neither predicted them
+            pad = ((0, 0), (0, c - pm.shape[1]))
+            pm, pn = np.pad(pm, pad), np.pad(pn, pad)
         rows = np.arange(yi.shape[0])
         loss = np.array([-np.log(np.clip(p[rows, yi], 1e-6, None)).mean() for p in (pm, pn)])
         self._mix_loss = _MIX_DECAY * self._mix_loss + (1.0 - _MIX_DECAY) * loss

@@ -57,7 +57,7 @@ logger = logging.getLogger(__name__)
 LearnerFactory = Callable[[], Learner]
 
 #: the part of the runtime's state the snapshot holds, beside the header
-STATE_KEYS = ("learner", "metrics", "monitor", "next_alert_id", "drift_points", "counters", "pending", "drifted")
+STATE_KEYS = ("learner", "metrics", "monitor", "next_alert_id", "drift_points", "counters", "pending", "drifted", "batch_x")
 
 
 @dataclass
@@ -130,6 +130,8 @@ class Pipeline:
         self.snapshot_version: int | None = None
         self.drift_points: list[int] = []
         self._pending: list[_Pending] = []
+        #: every row of the current micro-batch predicted so far, labelled or not
+        self._batch_x: list[dict[str, Any]] = []
         self._drifted = False
         #: per partition, the offset up to which outputs were already published (replay)
         self._replay_until: dict[TopicPartition, int] = {}
@@ -187,6 +189,7 @@ class Pipeline:
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
         self._pending = [_Pending(**p) for p in state["pending"]]
+        self._batch_x = list(state["batch_x"])
         self._drifted = bool(state["drifted"])
         self.offsets = header.topic_offsets()
         self.snapshot_version = version
@@ -325,6 +328,7 @@ class Pipeline:
 
     def _finish_batch(self) -> None:
         pending, self._pending = self._pending, []
+        self._batch_x = []
         if pending:
             self._learn(pending)
             self.model_version += 1
@@ -353,11 +357,18 @@ class Pipeline:
                 self.dead_letter(r.record(), f"learner could not learn the event: {exc}")
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
+        # A learner may read a row's context from the rows before it in the same call (the
+        # recent past, in stream order), so a poll that continues a micro-batch is predicted
+        # behind the rows of that batch already predicted: each row's prediction is then the
+        # same however the polls chopped the batch.
         if not events:
             return events, origin, []
+        prefix = self._batch_x
         X = [e.x for e in events]
         try:
-            return events, origin, self.learner.predict_many(X)
+            preds = self.learner.predict_many(prefix + X)[len(prefix) :]
+            prefix.extend(X)
+            return events, origin, preds
         except Exception as batch_exc:
             failure = batch_exc
         # One event the learner cannot use must not sink the batch: find it, dead-letter it.
@@ -365,10 +376,11 @@ class Pipeline:
         kept_e, kept_r, preds, refused = [], [], [], []
         for ev, rec in zip(events, origin, strict=True):
             try:
-                preds.append(self.learner.predict_many([ev.x])[0])
+                preds.append(self.learner.predict_many([*prefix, ev.x])[-1])
             except Exception as exc:
                 refused.append((rec, exc))
                 continue
+            prefix.append(ev.x)
             kept_e.append(ev)
             kept_r.append(rec)
         if not kept_e and len(events) > 1 and not all(isinstance(e, LearnerError) for _, e in refused):
@@ -471,6 +483,7 @@ class Pipeline:
                 for p in self._pending
             ],
             "drifted": self._drifted,
+            "batch_x": list(self._batch_x),
         }
 
     def checkpoint(self, final: bool = False) -> int | None:
