@@ -175,7 +175,11 @@ def test_lease_single_holder_tokens_increase_and_fence_old_owner(
     assert a.holder() == "a"
     store.save("p", b"from-a", fencing_token=token_a)
 
-    time.sleep(0.45)  # a stops renewing; its lease expires
+    # a stops renewing; wait (bounded) for Redis to expire its lease
+    deadline = time.monotonic() + 30
+    while a.holder() is not None:
+        assert time.monotonic() < deadline, "the 300 ms lease never expired"
+        time.sleep(0.02)
     token_b = b.acquire()
     assert token_b == 2
     assert store.fence("p") == 2  # taking the lease fences the previous owner at once
