@@ -37,6 +37,7 @@ run: $(STAMP)
 
 test: $(STAMP) system-deps kafka-jars
 	$(PY) -m pytest $(PYTEST_ARGS)
+	PY=$(PY) bash tests/kernels.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
