@@ -92,6 +92,7 @@ def test_checkpoint_in_redis_restores_bit_identical_predictions(
     second = _pipeline(kafka_bootstrap, redis_url, ns, topic, learner, group)
     assert second.restore() and second.snapshot_version == version
     assert second.learner.predict_many(probe) == first.learner.predict_many(probe)
+    # exact: the state was restored bit for bit, then the same computation ran
     assert second.learner.predict_proba_many(probe) == first.learner.predict_proba_many(probe)
     for p in (first, second):
         p.source.close()

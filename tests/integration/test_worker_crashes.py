@@ -140,6 +140,7 @@ def test_sigkills_leave_the_model_as_one_uninterrupted_run(
     a.load_state_dict(state_a["learner"])
     b.load_state_dict(state_b["learner"])
     probe = [x for x, _ in sea_stream(200, 99, 10**9)]
+    # exact: the same learner on the same micro-batches, in processes on one machine and kernel
     assert a.predict_proba_many(probe) == b.predict_proba_many(probe)
 
     ids = _read_committed_ids(kafka_bootstrap, client, f"{crashed}-predictions", n)

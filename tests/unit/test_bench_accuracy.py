@@ -69,6 +69,7 @@ def test_row_is_cached_not_recomputed(
     monkeypatch.setattr(accuracy, "compute_row", boom)
     again = accuracy.run_row("sea_a", "river:tree.HoeffdingTreeClassifier", 2_000, 3, results)
     assert again["cached"] is True
+    # exact: a float survives the JSON round trip unchanged
     assert again["accuracy"] == row["accuracy"]
     assert path.stat().st_mtime_ns == mtime
     # another seed or length is another row
@@ -94,6 +95,7 @@ def test_reports(row_and_dir: tuple[dict[str, Any], Path]) -> None:
     (found,) = accuracy.cached_rows(results, ["sea_a"], 2_000, 3, False)
     assert (found["learner"], found["accuracy"]) == ("ht", row["accuracy"])
     (line,) = jsonl.read_text().splitlines()
+    # exact: a float survives the JSON round trip unchanged
     assert json.loads(line)["accuracy"] == row["accuracy"]
 
 

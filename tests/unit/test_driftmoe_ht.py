@@ -85,6 +85,7 @@ def test_router_is_fixed_between_steps() -> None:
     m.learn_many(X[:10], Y[:10])
     w1 = m._router.p["w1"].copy()
     m.learn_many(X[10:255], Y[10:255])
+    # exact: weights are compared as stored, not recomputed
     assert np.array_equal(w1, m._router.p["w1"])
     m.learn_one(X[255], Y[255])
     assert not np.array_equal(w1, m._router.p["w1"])
@@ -199,6 +200,7 @@ def test_task_trees_never_reach_the_prediction() -> None:
     m.learn_many(xs[:200], ys[:200])
     before = m.predict_proba_many(xs[200:])
     m._experts = [river_tree.HoeffdingTreeClassifier() for _ in m._experts]
+    # exact: the same computation on identical state (same process, shapes and code path)
     assert m.predict_proba_many(xs[200:]) == before
 
 
@@ -231,6 +233,7 @@ def test_same_seed_same_model_other_seed_other_router(cls: type) -> None:
     a, b, c = cls(seed=9), cls(seed=9), cls(seed=10)
     for m in (a, b, c):
         m.learn_many(X[:300], Y[:300])
+    # exact: the same computation on identical state (same process, shapes and code path)
     checks.assert_state_equal(a.state_dict(), b.state_dict())
     assert a.predict_proba_many(X[300:350]) == b.predict_proba_many(X[300:350])
     assert not np.array_equal(a._router.p["w1"], c._router.p["w1"])
@@ -243,6 +246,7 @@ def test_micro_batching_does_not_change_the_model(cls: type) -> None:
         one.learn_one(x, y)
     for i in range(0, 400, 37):
         many.learn_many(X[i : min(i + 37, 400)], Y[i : min(i + 37, 400)])
+    # exact: micro-batching changes only how rows are handed over, the steps are the same
     checks.assert_state_equal(one.state_dict(), many.state_dict())
 
 
@@ -286,6 +290,7 @@ def test_round_trip_predicts_bit_identically(cls: type) -> None:
     m.learn_many(X[:300], Y[:300])
     r = cls(seed=15)
     r.load_state_dict(m.state_dict())
+    # exact: the state was restored bit for bit, then the same computation ran
     assert m.predict_proba_many(X[300:]) == r.predict_proba_many(X[300:])
     m.learn_many(X[300:500], Y[300:500])
     r.learn_many(X[300:500], Y[300:500])

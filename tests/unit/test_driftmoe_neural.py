@@ -54,6 +54,7 @@ def test_deterministic_for_a_seed() -> None:
     _stream(b, events)
     sa, sb = a.state_dict(), b.state_dict()
     for key in ("params", "exp_avg", "exp_avg_sq", "expert_accuracy"):
+        # exact: the same computation on identical state (same process, shapes and code path)
         assert torch.equal(sa[key], sb[key]), key
     c = NeuralDriftMoE(**PARAMS, seed=8)
     _stream(c, events)
@@ -129,6 +130,7 @@ def test_predict_does_not_mutate() -> None:
     m.predict_proba_many([x])
     s1 = m.state_dict()
     for key in ("params", "exp_avg", "exp_avg_sq", "expert_accuracy"):
+        # exact: the same computation on identical state (same process, shapes and code path)
         assert torch.equal(s0[key], s1[key])
     assert s0["features"]["names"] == s1["features"]["names"]
     np.testing.assert_array_equal(s0["features"]["mean"], s1["features"]["mean"])
@@ -143,11 +145,13 @@ def test_state_round_trip_bit_identical(label_context: bool) -> None:
     restored = NeuralDriftMoE(**PARAMS, label_context=label_context, seed=999)
     restored.load_state_dict(m.state_dict())
     probe = [x for x, _ in events[400:500]]
+    # exact: the state was restored bit for bit, then the same computation ran
     assert restored.predict_proba_many(probe) == m.predict_proba_many(probe)
     # and it keeps learning identically, including a drift reset that draws new weights
     assert m.on_drift() == restored.on_drift()
     _stream(m, events[400:])
     _stream(restored, events[400:])
+    # exact: the state was restored bit for bit, then the same computation ran
     assert torch.equal(m.state_dict()["params"], restored.state_dict()["params"])
     assert restored.predict_proba_many(probe) == m.predict_proba_many(probe)
 

@@ -31,6 +31,7 @@ def test_matches_river_metrics_cumulative_and_rolling(classes):
 
 
 def test_empty_is_zero():
+    # exact: the formula gives this value exactly (a ratio of counts / its limits)
     assert Prequential().summary() == {
         "labelled": 0.0, "accuracy": 0.0, "kappa": 0.0, "rolling_accuracy": 0.0, "rolling_kappa": 0.0
     }

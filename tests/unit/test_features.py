@@ -78,6 +78,7 @@ def test_hashing_bounds_dim() -> None:
 def test_no_standardize_keeps_raw_values() -> None:
     fs = FeatureSpace(standardize=False)
     Z = fs.update_and_transform([{"a": 123.0, "s": "x"}, {"a": -4.0}])
+    # exact: raw values pass through unstandardised; the one-hot column is 0 or 1
     np.testing.assert_array_equal(Z, np.array([[123.0, 1.0], [-4.0, 0.0]], dtype=np.float32))
 
 
@@ -90,6 +91,7 @@ def test_transform_does_not_mutate_stats() -> None:
     after = fs.state_dict()
     assert after["names"] == before["names"]
     for k in ("count", "mean", "m2"):
+        # exact: the stored statistics are compared as stored; nothing is recomputed
         np.testing.assert_array_equal(after[k], before[k])
 
 
@@ -106,6 +108,7 @@ def test_state_round_trip() -> None:
             {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
         )
         assert restored.columns == fs.columns
+        # exact: the state was restored bit for bit, then the same computation ran
         np.testing.assert_array_equal(restored.transform(X[60:]), fs.transform(X[60:]))
         fs.update(X[60:])
         restored.update(X[60:])
@@ -138,6 +141,7 @@ def test_learning_after_predicting_the_same_rows_matches_a_fresh_scan():
     reused.transform(rows)  # leaves a scan of these very dicts behind
     out_reused = reused.update_and_transform(list(rows))
     out_fresh = fresh.update_and_transform(rows)
+    # exact: the same computation on identical state (same process, shapes and code path)
     assert np.array_equal(out_reused, out_fresh)
     assert np.array_equal(reused.mean, fresh.mean) and reused.columns == fresh.columns
     # rows with an unseen feature are scanned afresh, so the new column is learned
@@ -158,6 +162,7 @@ def test_rows_of_numbers_and_strings_match_the_item_by_item_scan():
     for batch in (slice(0, 7), slice(7, 300)):
         out_fast = fast.update_and_transform(rows[batch])
         out_slow = slow.update_and_transform(item_rows[batch])
+        # exact: the vectorised and item-by-item scans do the same float32 arithmetic per element
         assert np.array_equal(out_fast, out_slow)
     assert fast.columns == slow.columns
     assert fast.columns[:3] == ["date", f"day={rows[0]['day']}", "n"]

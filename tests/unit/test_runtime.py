@@ -69,6 +69,7 @@ def test_is_prequential_per_micro_batch_and_matches_river(tmp_path, batch):
         for ev in chunk:
             model.learn_one(ev.x, ev.y)
     assert pipe.counters.events == 3000 and pipe.counters.labelled == 3000
+    # exact: both sides are the same ratio of integer counts
     assert pipe.metrics.summary()["accuracy"] == correct / 3000
     preds = _topic(log, "predictions")
     assert [p["id"] for p in preds] == [f"e{i}" for i in range(3000)]
@@ -132,6 +133,7 @@ def test_restore_gives_identical_predictions_and_resumes_at_the_stored_offset(tm
     _feed(log, events[3000:])
     second = _pipeline(log, store, batch_size=100)
     assert second.restore()
+    # exact: the state was restored bit for bit, then the same computation ran
     assert second.learner.predict_proba_many(probe) == before
     assert second.offsets == {("events", 0): 3000}
     first_seen = second.source.poll(1, 1)[0]
@@ -139,7 +141,9 @@ def test_restore_gives_identical_predictions_and_resumes_at_the_stored_offset(tm
     second.source.seek({("events", 0): 3000})
     second.run(max_events=5000)
     assert second.counters.events == 5000
+    # exact: the same computation on identical state (same process, shapes and code path)
     assert second.learner.predict_proba_many(probe) == straight.learner.predict_proba_many(probe)
+    # exact: the same computation on identical state (same process, shapes and code path)
     assert second.metrics.summary() == straight.metrics.summary()
 
 

@@ -23,6 +23,7 @@ def test_round_trip_keeps_header_and_state():
     header, out = open_snapshot(blob, KEY)
     assert header.pipeline == "p" and header.model_version == 3 and header.events_seen == 10
     assert header.topic_offsets() == {("events", 0): 10, ("events", 1): 4}
+    # exact: a serialisation round trip copies the bytes
     assert torch.equal(out["w"], state["w"]) and out["n"] == 7 and out["blob"] == b"\x00\x01"
     assert read_header(blob).payload_sha256 == header.payload_sha256
 

@@ -81,6 +81,7 @@ def test_unknown_stream_and_bad_arguments() -> None:
 
 def test_sigmoid_switch_has_no_overflow_at_width_1() -> None:
     # river's ConceptDriftStream raises OverflowError here
+    # exact: the formula gives this value exactly (a ratio of counts / its limits)
     assert synth.drift_probability(1, 1_000_000, 1) == 0.0
     assert synth.drift_probability(1_000_000, 1, 1) == 1.0
     assert synth.drift_probability(50, 50, 10) == 0.5
