@@ -237,11 +237,22 @@ def check_new_class_mid_stream(factory: Factory, stream: list[Event]) -> None:
     _learn(learner, stream[:150])
     new: list[Event] = [(x, "c" if x["f2"] > 5.0 else y) for x, y in stream[150:350]]
     _learn(learner, new)
-    rows = probe_rows(stream)
+    rows = [x for x, _ in stream[:200]]
     preds = learner.predict_many(rows)
     assert len(preds) == len(rows)
-    seen = set().union(*(p.keys() for p in learner.predict_proba_many(rows)))
-    assert "c" in seen or "c" in preds, "a class learned mid-stream never shows up in predictions"
+    probas = learner.predict_proba_many(rows)
+    p_c = [p.get("c", 0.0) for p in probas]
+    inside = [p for p, x in zip(p_c, rows, strict=True) if x["f2"] > 5.0]
+    outside = [p for p, x in zip(p_c, rows, strict=True) if x["f2"] <= 5.0]
+    # the new class owns the region f2 > 5: a learner that took it in gives it more
+    # probability there than elsewhere, and predicts it for some of those rows
+    assert sum(inside) / len(inside) > sum(outside) / len(outside), (
+        f"a class learned mid-stream gets no more probability in its region "
+        f"({sum(inside) / len(inside):.3f}) than outside it ({sum(outside) / len(outside):.3f})"
+    )
+    assert any(p == "c" for p, x in zip(preds, rows, strict=True) if x["f2"] > 5.0), (
+        "a class learned mid-stream is never predicted, even in its own region"
+    )
 
 
 def check_new_feature_mid_stream(factory: Factory, stream: list[Event]) -> None:
