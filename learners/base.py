@@ -43,9 +43,19 @@ def validate_x(x: Any, where: str = "x") -> Features:
             raise InvalidInputError(f"{where}: feature names must be strings, got {k!r}")
         if isinstance(v, bool | str):
             continue
-        if isinstance(v, int | float):
+        if isinstance(v, float):
             if not math.isfinite(v):
                 raise InvalidInputError(f"{where}[{k!r}] must be finite, got {v!r}")
+            continue
+        if isinstance(v, int):
+            try:
+                float(v)
+            except OverflowError:
+                digits = int(v.bit_length() * 0.30103)
+                digits += abs(v) >= 10**digits
+                raise InvalidInputError(
+                    f"{where}[{k!r}] is an integer of {digits} digits, too large for a float"
+                ) from None
             continue
         raise InvalidInputError(
             f"{where}[{k!r}] must be a number, string or bool, got {type(v).__name__}"

@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -61,7 +60,7 @@ from scipy.special import expit
 
 from learners.base import Classifier, Features, Label, validate_batch, validate_x, validate_y
 from learners.features import FeatureSpace, LabelSpace
-from learners.pickling import dumps_river
+from learners.pickling import dumps_river, loads_river
 
 logger = logging.getLogger(__name__)
 
@@ -651,7 +650,7 @@ class _DriftMoEBase(Classifier):
         self._drop_rng = _rng_from_state(state["drop_rng"])
         r = state["router"]
         self._router = None if r is None else _Router.from_state(r, self.lr)
-        self._experts = [pickle.loads(b) for b in state["experts"]]  # noqa: S301
+        self._experts = [loads_river(b) for b in state["experts"]]
         self._n_learned = int(state["n_learned"])
 
     @property

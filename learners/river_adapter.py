@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from learners.base import Classifier, Features, Label, validate_batch
 from learners.exceptions import InvalidInputError, UnknownLearnerError
-from learners.pickling import dumps_river
+from learners.pickling import dumps_river, loads_river
 
 
 def build_river_model(name: str, params: Mapping[str, Any], seed: int | None) -> Any:
@@ -170,7 +169,7 @@ class RiverClassifier(Classifier):
             raise InvalidInputError(
                 f"state is for river.{state.get('name')}, not river.{self.name}"
             )
-        self._model = pickle.loads(state["model"])  # noqa: S301 - verified snapshot only
+        self._model = loads_river(state["model"])
         self._kinds = dict(state["kinds"])
         self._n_learned = int(state["n_learned"])
 

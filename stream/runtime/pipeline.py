@@ -46,8 +46,8 @@ from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog
 from stream.config import Settings
 from stream.evaluation import Prequential
-from stream.events import Event, decode_event
-from stream.exceptions import ConfigError, EventError, LeaseLostError, PipelineError, SnapshotError
+from stream.events import Event, decode_events
+from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
 from stream.monitors import LossMonitor
 from stream.runtime.board import ModelBoard, ServedModel
 from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_snapshot, seal
@@ -292,12 +292,12 @@ class Pipeline:
     def _process_chunk(self, records: list[Record]) -> None:
         events: list[Event] = []
         origin: list[Record] = []
-        for rec in records:
-            try:
-                events.append(decode_event(rec.value, self.settings.max_event_bytes))
+        for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes), strict=True):
+            if type(ev) is Event:
+                events.append(ev)
                 origin.append(rec)
-            except EventError as exc:
-                self.dead_letter(rec, exc.reason)
+            else:
+                self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
         first_index = self.counters.events
         publish = self.settings.publish_predictions
