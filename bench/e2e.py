@@ -39,7 +39,7 @@ from rich.table import Table
 
 from bench.throughput import machine, measure, sea_events
 
-console = Console(highlight=False)
+console = Console(highlight=False, width=180)
 KEY = "e2e-bench-" + "k" * 32
 
 

@@ -372,6 +372,7 @@ class ConfluentSink:
         self._error_lock = threading.Lock()
         # errors from a producer already replaced must not fail the new one
         self._generation = 0
+        self._unpolled = 0
         self._in_transaction = False
         self._producer = self._new_producer()
         if self.transactional:
@@ -506,7 +507,11 @@ class ConfluentSink:
                 self._producer.poll(0.05)
             except (KafkaException, TypeError, ValueError) as exc:
                 raise _as_connector_error(exc, f"sending to {topic!r} failed") from exc
-        self._producer.poll(0)
+        # serving delivery reports costs a call; every 64 sends keeps the queue short
+        self._unpolled += 1
+        if self._unpolled >= 64:
+            self._unpolled = 0
+            self._producer.poll(0)
 
     def flush(self, timeout_s: float | None = None) -> None:
         left = self._producer.flush(-1 if timeout_s is None else timeout_s)
