@@ -315,3 +315,19 @@ def test_transactional_outputs_reach_readers_once_across_a_crash(tmp_path):
     _assert_same(_final(straight), _final(second))
     alerts = [a["event_index"] for a in _topic(log, "alerts")]
     assert alerts and alerts == [a["event_index"] for a in _topic(straight_log, "alerts")]
+
+
+def test_a_restore_on_other_kernels_is_allowed_and_logged(tmp_path, caplog, monkeypatch):
+    import stream.runtime.pipeline as pipeline_module
+
+    log = InMemoryLog()
+    _feed(log, _events(200))
+    store = DirectoryStore(tmp_path)
+    _pipeline(log, store).run(max_events=200)
+    other = {"blas": [{"library": "openblas", "version": "0.3.31", "kernel": "Prescott"}], "torch": {}}
+    monkeypatch.setattr(pipeline_module, "numeric_kernels", lambda: other)
+    restored = _pipeline(log, store)
+    with caplog.at_level(logging.WARNING):
+        assert restored.restore()
+    assert "written on other numeric kernels" in caplog.text and "Prescott" in caplog.text
+    assert restored.counters.events == 200
