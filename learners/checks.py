@@ -11,6 +11,10 @@ builds a fresh, identically configured learner, and a small seeded stream (see
 - ``state_dict`` → ``load_state_dict`` on a fresh instance predicts bit-identically and
   keeps learning identically; a ``state_dict`` is a snapshot, not a view of live state;
 - a class or a feature first seen mid-stream is handled;
+- chop invariance: the same stream learned in one call, one row a call, or split at seeded
+  random points gives the same state bit for bit (a learner that learns in fixed blocks
+  keeps the rows of an unfilled block in its state), and a row's prediction does not
+  depend on the rows after it in the same call;
 - malformed input (a non-dict ``x``, a NaN, a list value, a ``None`` label, ``X`` and ``y``
   of different lengths) raises ``InvalidInputError`` naming the field, and leaves the model
   as it was.
@@ -21,6 +25,7 @@ A learner opts out of a check by listing its name in a ``_unit_test_skips()`` cl
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import random
 import re
@@ -272,6 +277,37 @@ def check_new_feature_mid_stream(factory: Factory, stream: list[Event]) -> None:
     _assert_same_predictions(_predictions(learner, rows), _predictions(restored, rows), "restored")
 
 
+def check_chop_invariant(factory: Factory, stream: list[Event]) -> None:
+    events = stream[:300]
+    whole = factory()
+    whole.learn_many([x for x, _ in events], [y for _, y in events])
+    one_by_one = factory()
+    for x, y in events:
+        one_by_one.learn_many([x], [y])
+    rng = random.Random(11)
+    cuts = sorted({0, len(events), *rng.sample(range(1, len(events)), 9)})
+    split = factory()
+    for a, b in itertools.pairwise(cuts):
+        split.learn_many([x for x, _ in events[a:b]], [y for _, y in events[a:b]])
+    rows = probe_rows(stream)
+    reference = whole.state_dict()
+    for name, other in (("one row a call", one_by_one), ("split at random points", split)):
+        assert_state_equal(reference, other.state_dict(), f"learned {name} against in one call")
+        _assert_same_predictions(_predictions(whole, rows), _predictions(other, rows), name)
+
+
+def check_prediction_ignores_later_rows(factory: Factory, stream: list[Event]) -> None:
+    learner = factory()
+    _learn(learner, stream[:200])
+    rows = [x for x, _ in stream[200:260]]
+    full = learner.predict_proba_many(rows)
+    labels = learner.predict_many(rows)
+    for n in (1, 17, 59):
+        # exact: each prefix row is computed by the same code on the same inputs
+        assert learner.predict_proba_many(rows[:n]) == full[:n], f"predict_proba_many of the first {n} rows"
+        assert learner.predict_many(rows[:n]) == labels[:n], f"predict_many of the first {n} rows"
+
+
 def _names(message: str, field: str) -> bool:
     if field == "x":
         # a *_one verb may name its argument x, or the row X[0] when it delegates to *_many
@@ -350,6 +386,8 @@ _CHECKS: tuple[Check, ...] = (
     check_state_dict_is_a_snapshot,
     check_new_class_mid_stream,
     check_new_feature_mid_stream,
+    check_chop_invariant,
+    check_prediction_ignores_later_rows,
     check_rejects_malformed_input,
     check_learn_many_length_mismatch,
 )

@@ -33,6 +33,8 @@ _MIX_DECAY = 0.9
 
 _BLAS: Any = None
 _LABEL_TYPES = frozenset((int, str, bool))
+#: prediction calls are padded to a multiple of this many rows
+_ROW_TILE = 16
 
 
 def _one_blas_thread() -> Any:
@@ -117,7 +119,13 @@ class NeuralDriftMoE(Classifier):
         Add a recent-label expert (an exponentially weighted histogram of the latest labels,
         half-life in events) to the router's choices. Off by default: it did not help here.
     batch_size
-        Rows per optimiser step. A ``learn_many`` of 256 events takes 256 / batch_size steps.
+        Rows per optimiser step. A block of 256 events takes 256 / batch_size steps.
+    block
+        Rows learned as one unit (feature statistics, the mix's scores, the steps, the
+        neighbour memory). ``learn_many`` keeps rows that do not fill a block in its state
+        until they do, so how a stream is split into calls never changes the model; the
+        runtime hands it whole micro-batches, so a micro-batch of ``block`` rows is learned
+        at once.
     standardize, hash_dim
         Passed to the :class:`~learners.features.FeatureSpace`.
     device
@@ -215,6 +223,7 @@ class NeuralDriftMoE(Classifier):
         neighbours: int | None = 8,
         neighbour_window: int = 1024,
         batch_size: int = 64,
+        block: int = 256,
         standardize: bool = True,
         hash_dim: int | None = None,
         device: str = "auto",
@@ -244,6 +253,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"input_halflife must be > 0 or None, got {input_halflife}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if block < 1:
+            raise ValueError(f"block must be >= 1, got {block}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
         if engine not in ("auto", "torch"):
@@ -263,6 +274,7 @@ class NeuralDriftMoE(Classifier):
         self.neighbours = neighbours
         self.neighbour_window = neighbour_window
         self.batch_size = batch_size
+        self.block = block
         self.standardize = standardize
         self.hash_dim = hash_dim
         self.device = device
@@ -297,6 +309,9 @@ class NeuralDriftMoE(Classifier):
             logger.info("cuda_graph=True ignored: the learner runs on %s", self._dev)
         self._features = FeatureSpace(standardize=self.standardize, hash_dim=self.hash_dim)
         self._labels = LabelSpace()
+        # rows waiting for their block to fill: not learned yet, part of the state
+        self._wait_x: list[Features] = []
+        self._wait_y: list[Label] = []
         # a CPU generator: the same seed gives the same initial weights on any device
         self._gen = torch.Generator(device="cpu")
         self._gen.manual_seed(self.seed)
@@ -320,8 +335,8 @@ class NeuralDriftMoE(Classifier):
 
     @property
     def n_seen(self) -> int:
-        """Events learned so far."""
-        return self._n_seen
+        """Events given to learn so far, those waiting for their block included."""
+        return self._n_seen + len(self._wait_x)
 
     @property
     def expert_accuracy(self) -> np.ndarray:
@@ -772,6 +787,18 @@ class NeuralDriftMoE(Classifier):
                 validate_y(label, f"y[{i}]")
         if not X:
             return
+        if not self._wait_x and len(X) == self.block:
+            # the runtime's case: the block's own scan checks every row before any is learned
+            self._learn_block(X, y)
+            return
+        self._features.transform(X)  # refuses a malformed row before anything is kept
+        wait_x, wait_y = [*self._wait_x, *X], [*self._wait_y, *y]
+        full = len(wait_x) - len(wait_x) % self.block
+        self._wait_x, self._wait_y = wait_x[full:], wait_y[full:]
+        for i in range(0, full, self.block):
+            self._learn_block(wait_x[i : i + self.block], wait_y[i : i + self.block])
+
+    def _learn_block(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         before = self._probs_before_learning(X) if self.neighbours else None
         z = self._features.update_and_transform(X)
         yi = self._labels.update_and_encode(list(y))
@@ -815,15 +842,27 @@ class NeuralDriftMoE(Classifier):
 
     def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
         """Probabilities (B, n_classes); the model and the feature space are untouched."""
-        z = self._features.transform(X)
-        c = len(self._labels)
-        pm = self._moe_probs(self._matrix(z, advance=False), c)
-        pn = self._neighbour_probs(z, c) if self.neighbours else None
+        pm, pn = self._probs(X)
         self._pred_memo = (list(X), pm, pn)
         if pn is None:
             return pm
         w = self._mix_weights()
         return w[0] * pm + w[1] * pn
+
+    def _probs(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The experts' mixture and the neighbour vote for ``X`` (each (B, n_classes))."""
+        z = self._features.transform(X)
+        c = len(self._labels)
+        m = z.shape[0]
+        # BLAS picks another kernel for a single row (gemv) and may for odd shapes: zero
+        # rows pad the call to a multiple of 16, so a row's bits never depend on how many
+        # rows came with it (the input context is causal: rows after a row never reach it)
+        rows = -(-m // _ROW_TILE) * _ROW_TILE
+        if rows != m:
+            z = np.concatenate([z, np.zeros((rows - m, z.shape[1]), dtype=z.dtype)])
+        pm = self._moe_probs(self._matrix(z, advance=False), c)[:m]
+        pn = self._neighbour_probs(z, c) if self.neighbours else None
+        return pm, None if pn is None else pn[:m]
 
     def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
         """The router-weighted mixture of the experts (B, c)."""
@@ -847,10 +886,7 @@ class NeuralDriftMoE(Classifier):
         elif not self._p:
             return None
         else:
-            z = self._features.transform(X)
-            c = len(self._labels)
-            pm = self._moe_probs(self._matrix(z, advance=False), c)
-            pn = self._neighbour_probs(z, c)
+            pm, pn = self._probs(X)
         if pn is None:
             return None
         return pm, pn
@@ -911,6 +947,7 @@ class NeuralDriftMoE(Classifier):
             "labels": self._labels.state_dict(),
             "generator": self._gen.get_state().clone(),
             "built": bool(self._p),
+            "waiting": [[dict(x) for x in self._wait_x], list(self._wait_y)],
         }
         if self._p:
             state.update(
@@ -939,6 +976,8 @@ class NeuralDriftMoE(Classifier):
         self._labels.load_state_dict(state["labels"])
         self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self._n_seen = int(state["n_seen"])
+        wait_x, wait_y = state.get("waiting", ([], []))
+        self._wait_x, self._wait_y = [dict(x) for x in wait_x], list(wait_y)
         if not state["built"]:
             return
         self._d_cap, self._c_cap = int(state["d_cap"]), int(state["c_cap"])
@@ -964,4 +1003,4 @@ class NeuralDriftMoE(Classifier):
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"n_experts": 3, "hidden": 8, "router_hidden": 8, "batch_size": 8, "device": "cpu"}
+        return {"n_experts": 3, "hidden": 8, "router_hidden": 8, "batch_size": 8, "block": 16, "device": "cpu"}
