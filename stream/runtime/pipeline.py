@@ -56,9 +56,6 @@ logger = logging.getLogger(__name__)
 
 LearnerFactory = Callable[[], Learner]
 
-#: the part of the runtime's state the snapshot holds, beside the header
-STATE_KEYS = ("learner", "metrics", "monitor", "next_alert_id", "drift_points", "counters", "pending", "drifted", "batch_x")
-
 
 @dataclass
 class Counters:
