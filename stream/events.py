@@ -4,6 +4,15 @@ Event: ``{"id": str, "x": {feature: number|string|bool}, "y": label?, "ts": numb
 "key": str?}``. Anything else raises (or, in a batch, returns) EventError with a reason for
 the dead-letter topic.
 
+Beyond JSON's types: numbers are finite (``NaN``, ``Infinity`` and ``1e400``, which
+overflows, are refused); an integer label is at most 2**53 in magnitude (past that a
+float64 holds it inexactly and not every JSON reader keeps it), and an integral float label
+becomes the integer; strings are valid Unicode, since an escaped lone surrogate
+(``"\\ud800"``) could not be written back out as UTF-8 (the worker publishes each
+event's id); a name given twice in one object keeps its last value, as every JSON parser
+does (the C decoder cannot see a duplicate, so both paths keep the last rather than one
+refusing it).
+
 The good path is msgspec decoding straight into the typed ``Event`` (types, unknown fields
 and number ranges checked in C), then a few checks JSON types cannot say. Anything msgspec
 refuses is decoded again with the standard library, only to find the reason in words
@@ -15,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -25,6 +34,11 @@ from stream.exceptions import EventError
 
 EVENT_FIELDS = frozenset({"id", "x", "y", "ts", "key"})
 MAX_FEATURES = 10_000
+#: the largest integer label: float64 and every JSON reader hold integers exactly up to here
+MAX_LABEL_INT = 2**53
+
+# module level: msgspec resolves Event's postponed annotations from the module's names
+LabelInt = Annotated[int, msgspec.Meta(ge=-MAX_LABEL_INT, le=MAX_LABEL_INT)]
 
 
 class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -32,7 +46,7 @@ class Event(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaul
     # numbers decode as floats: every learner reads a feature as a float, and a float
     # type makes the decoder refuse a number out of float64's range in C
     x: dict[str, bool | float | str]
-    y: bool | int | float | str | None = None
+    y: bool | LabelInt | float | str | None = None
     ts: float | None = None
     key: str | None = None
 
@@ -59,11 +73,13 @@ def check_features(x: Any, where: str = "x") -> dict[str, float | int | str | bo
 
 
 def check_label(y: Any, where: str = "y") -> Any:
-    if isinstance(y, bool | int | str):
+    if isinstance(y, bool | str):
         return y
-    if isinstance(y, float) and math.isfinite(y) and y.is_integer():
+    if isinstance(y, int) or (isinstance(y, float) and math.isfinite(y) and y.is_integer()):
+        if abs(y) > MAX_LABEL_INT:
+            raise EventError(f"'{where}' is an integer too large for a label: at most 2**53 ({MAX_LABEL_INT}) in magnitude")
         return int(y)
-    raise EventError(f"'{where}' must be a class label (string, integer or bool), got {y!r}")
+    raise EventError(f"'{where}' must be a class label (string, integer or bool), got {_short(y)}")
 
 
 def decode_event(raw: bytes, max_bytes: int = 1_000_000) -> Event:
@@ -141,9 +157,34 @@ def _from_body(body: Any) -> Event:
     key = body.get("key")
     if key is not None and not isinstance(key, str):
         raise EventError(f"'key' must be a string, got {_kind(key)}")
-    # only reached for what msgspec refused and the contract allows (none is known): keep
-    # the two paths' answers the same by returning what msgspec would have
+    _check_unicode(event_id, x, y, key)
+    # only reached for what msgspec refused and the contract allows: a body with a UTF-8
+    # byte order mark, or in UTF-16 or UTF-32, which the standard library detects; keep the
+    # two paths' answers the same by returning what msgspec would have
     return Event(id=event_id, x={k: float(v) if type(v) is int else v for k, v in x.items()}, y=y, ts=None if ts is None else float(ts), key=key)
+
+
+def _check_unicode(event_id: str, x: dict[str, Any], y: Any, key: str | None) -> None:
+    # only the standard library lets a lone surrogate escape through, and only as far as here
+    def bad(text: str) -> bool:
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+
+    lone = "is not valid Unicode: it holds a lone surrogate escape"
+    if bad(event_id):
+        raise EventError(f"'id' {lone}")
+    for k, v in x.items():
+        if bad(k):
+            raise EventError(f"x: the feature name {k!r} {lone}")
+        if isinstance(v, str) and bad(v):
+            raise EventError(f"x[{k!r}] {lone}")
+    if isinstance(y, str) and bad(y):
+        raise EventError(f"'y' {lone}")
+    if key is not None and bad(key):
+        raise EventError(f"'key' {lone}")
 
 
 def _finite(v: int | float) -> bool:

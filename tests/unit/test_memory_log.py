@@ -199,7 +199,12 @@ def test_poll_times_out_empty_and_close_wakes_poller() -> None:
 
     th = threading.Thread(target=blocked_poll)
     th.start()
-    time.sleep(0.05)
+    # close only once the poller waits on the log's condition, so the close must wake it
+    # (a close before the poll starts would pass without waking anything)
+    deadline = time.monotonic() + 30
+    while not log._appended._waiters:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the poller never blocked"
+        time.sleep(0.005)
     src.close()
     th.join(timeout=2)
     assert not th.is_alive()

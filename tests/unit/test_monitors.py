@@ -24,8 +24,9 @@ def _run(monitor: LossMonitor, losses: list[float]) -> list:
     return [d for i, x in enumerate(losses) if (d := monitor.update(x, i)) is not None]
 
 
-# where each detector fires on _losses(42) with its defaults, direction "both"; exact: the
-# detectors are plain Python float arithmetic on 0/1 inputs, no BLAS
+# where each detector fires on _losses(42) with its defaults, direction "both" (KSWIN's
+# sampling seeded by LossMonitor's seed=0); exact: the detectors do scalar Python arithmetic
+# and, for KSWIN, a sort-based KS test on 0/1 inputs, so no BLAS kernel is involved
 EXPECTED = {
     "adwin": [3039, 6111],
     "ddm": [3129],
@@ -55,6 +56,7 @@ def test_adwin_reports_the_rise_and_the_fall_with_their_losses():
 
 
 def test_increase_only_drops_the_falls():
+    assert LossMonitor().direction == "increase"
     both = _run(LossMonitor("adwin", direction="both"), _losses())
     up = _run(LossMonitor("adwin", direction="increase"), _losses())
     assert up == [d for d in both if d.loss_after > d.loss_before]
