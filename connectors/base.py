@@ -6,7 +6,7 @@ Offsets follow Kafka's convention everywhere: the offset stored for a partition 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -14,6 +14,14 @@ from typing import Protocol, runtime_checkable
 TopicPartition = tuple[str, int]
 #: next offset to read, per topic-partition
 Offsets = Mapping[TopicPartition, int]
+
+
+def topic_names(topics: Iterable[str] | str) -> list[str]:
+    """A source's topics, sorted and once each; a source of no topic is refused."""
+    names = sorted({topics} if isinstance(topics, str) else set(topics))
+    if not names:
+        raise ValueError("topics must name at least one topic")
+    return names
 
 
 def check_seek(offsets: Offsets, topics: Sequence[str]) -> None:

@@ -14,7 +14,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from connectors.base import Offsets, Record, TopicPartition, check_seek
+from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
 from connectors.exceptions import ConnectorError
 
 __all__ = ["InMemoryLog", "MemorySink", "MemorySource", "partition_for_key"]
@@ -232,11 +232,8 @@ class MemorySource:
     """
 
     def __init__(self, log: InMemoryLog, topics: list[str], group_id: str) -> None:
-        if not topics:
-            msg = "topics must name at least one topic"
-            raise ValueError(msg)
         self._log = log
-        self._topics = sorted(set(topics))
+        self._topics = topic_names(topics)
         self.group_id = group_id
         self._positions: dict[TopicPartition, int] = {}
         # Index into the sorted partition list where the next poll starts, so one busy

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
-from connectors.base import Offsets, Record, TopicPartition, check_seek
+from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
 from connectors.exceptions import ConnectorError, ProducerFencedError
 from connectors.kafka._common import (
     DEFAULT_GIVE_UP_S,
@@ -107,10 +107,7 @@ class ConfluentSource:
         stall_warn_s: float = DEFAULT_STALL_WARN_S,
         give_up_s: float = DEFAULT_GIVE_UP_S,
     ) -> None:
-        self.topics = sorted({topics} if isinstance(topics, str) else set(topics))
-        if not self.topics:
-            msg = "topics must name at least one topic"
-            raise ValueError(msg)
+        self.topics = topic_names(topics)
         check_bounds(stall_warn_s, give_up_s)
         self.group_id = group_id
         self.bootstrap_servers = bootstrap_list(bootstrap_servers)

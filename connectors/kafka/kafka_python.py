@@ -26,7 +26,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaConfigurationError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from connectors.base import Offsets, Record, TopicPartition, check_seek
+from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
 from connectors.exceptions import ConnectorError, ProducerFencedError
 from connectors.kafka._common import (
     DEFAULT_GIVE_UP_S,
@@ -104,10 +104,7 @@ class KafkaPythonSource:
         stall_warn_s: float = DEFAULT_STALL_WARN_S,
         give_up_s: float = DEFAULT_GIVE_UP_S,
     ) -> None:
-        self.topics = sorted({topics} if isinstance(topics, str) else set(topics))
-        if not self.topics:
-            msg = "topics must name at least one topic"
-            raise ValueError(msg)
+        self.topics = topic_names(topics)
         check_bounds(stall_warn_s, give_up_s)
         self.group_id = group_id
         self.bootstrap_servers = bootstrap_servers
@@ -372,6 +369,9 @@ class KafkaPythonSink:
 
     def _abort_after(self, what: str, cause: BaseException) -> None:
         log.warning("%s failed, aborting the transaction: %s", what, cause)
+        self._abort()
+
+    def _abort(self) -> None:
         try:
             self._producer.abort_transaction()
         except KafkaError as exc:
@@ -476,14 +476,7 @@ class KafkaPythonSink:
         self._require_transactional()
         if not self._in_transaction:
             return
-        try:
-            self._producer.abort_transaction()
-        except KafkaError as exc:
-            raise _as_connector_error(exc, "aborting the transaction") from exc
-        finally:
-            self._in_transaction = False
-        with self._error_lock:
-            self._error = None
+        self._abort()
 
     def close(self) -> None:
         """Flush and close; an open transaction is aborted, not committed."""
