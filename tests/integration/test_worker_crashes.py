@@ -53,6 +53,18 @@ def _env(kafka: str, redis: str, client: str, learner: str, pipeline: str, topic
     }
 
 
+def _seed_topic(kafka: str, client: str, topic: str, n: int, seed: int) -> None:
+    """``n`` seeded SEA events, an abrupt drift every third of them, on a new topic."""
+    admin = KafkaAdmin(kafka)
+    admin.create_topics([topic], 1)
+    admin.close()
+    sink = open_sink(client, kafka)
+    for i, (x, y) in enumerate(sea_stream(n, seed, n // 3)):
+        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
+    sink.flush(60)
+    sink.close()
+
+
 def _worker(env: dict[str, str], events: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "stream.cli", "worker", "--no-http", "--events", str(events)],
@@ -101,14 +113,7 @@ def test_sigkills_leave_the_model_as_one_uninterrupted_run(
     tmp_path, kafka_bootstrap, redis_url, unique_name, client, learner, n, every, kills
 ):
     topic = unique_name("crash")
-    admin = KafkaAdmin(kafka_bootstrap)
-    admin.create_topics([topic], 1)
-    admin.close()
-    sink = open_sink(client, kafka_bootstrap)
-    for i, (x, y) in enumerate(sea_stream(n, 11, n // 3)):
-        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
-    sink.flush(60)
-    sink.close()
+    _seed_topic(kafka_bootstrap, client, topic, n, 11)
 
     store = RedisStore(redis_url)
     rng = random.Random(f"{learner}-{client}")
@@ -156,14 +161,7 @@ def test_a_standby_takes_over_within_ten_seconds_and_a_stale_writer_is_refused(
 
     learner, n, every = "river:tree.HoeffdingTreeClassifier", 60_000, 5_000
     topic = unique_name("failover")
-    admin = KafkaAdmin(kafka_bootstrap)
-    admin.create_topics([topic], 1)
-    admin.close()
-    sink = open_sink("confluent", kafka_bootstrap)
-    for i, (x, y) in enumerate(sea_stream(n, 12, n // 3)):
-        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
-    sink.flush(60)
-    sink.close()
+    _seed_topic(kafka_bootstrap, "confluent", topic, n, 12)
 
     store = RedisStore(redis_url)
     name = unique_name("leased")
@@ -234,14 +232,7 @@ def test_a_ten_second_redis_outage_mid_stream_changes_nothing(tmp_path, kafka_bo
 
     learner, n, every = "driftmoe", 200_000, 10_000
     topic = unique_name("outage")
-    admin = KafkaAdmin(kafka_bootstrap)
-    admin.create_topics([topic], 1)
-    admin.close()
-    sink = open_sink("confluent", kafka_bootstrap)
-    for i, (x, y) in enumerate(sea_stream(n, 13, n // 3)):
-        sink.send(topic, Event(id=f"e{i}", x=x, y=y).to_json())
-    sink.flush(60)
-    sink.close()
+    _seed_topic(kafka_bootstrap, "confluent", topic, n, 13)
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
