@@ -396,11 +396,8 @@ class Pipeline:
         del self._replay_until[(rec.topic, rec.partition)]
         return False
 
-    def _send(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None = None) -> None:
-        if headers:
-            self.sink.send(topic, value, key=key, headers=headers)
-        else:
-            self.sink.send(topic, value, key=key)
+    def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
+        self.sink.send(topic, value, key=key)
         self._outputs_open = True
 
     def dead_letter(self, rec: Record, reason: str) -> None:
