@@ -23,6 +23,9 @@ DETECTORS: dict[str, type] = {
     "hddm_w": binary.HDDMW,
 }
 
+#: detectors of a 0/1 error signal: classification only
+BINARY_DETECTORS = frozenset({"ddm", "eddm", "hddm_a", "hddm_w"})
+
 
 @dataclass(frozen=True)
 class Drift:
