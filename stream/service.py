@@ -98,7 +98,9 @@ def prepare_kafka(settings: Settings) -> None:
     try:
         admin.wait_ready(timeout_s=60)
         admin.create_topics(
-            [settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic], 1
+            [settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic]
+            + ([settings.labels_topic] if settings.labels_topic else []),
+            1,
         )
     finally:
         admin.close()
@@ -110,7 +112,14 @@ def open_lease(settings: Settings) -> Any:
     return RedisLease(settings.redis_url, settings.pipeline, ttl_ms=int(settings.lease_ttl_s * 1000))
 
 
-def build_worker(settings: Settings, *, fencing_token: int | None = None, on_alert: Callable[..., None] | None = None) -> Pipeline:
+def build_worker(
+    settings: Settings,
+    *,
+    fencing_token: int | None = None,
+    on_alert: Callable[..., None] | None = None,
+    board: ModelBoard | None = None,
+    alerts: AlertLog | None = None,
+) -> Pipeline:
     """The pipeline on Kafka and Redis; call it once the pipeline's lease is held."""
     from connectors.kafka import open_sink, open_source
     from connectors.redis_store import RedisStore
@@ -127,6 +136,13 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         transactional_id=f"driftline-{settings.pipeline}" if settings.transactional_outputs else None,
         options=settings.kafka_options,
     )
+    labels = None
+    if settings.labels_topic:
+        # its own group: the labels' offsets live in the snapshot; the group's are for lag
+        labels = open_source(
+            settings.kafka_client, settings.kafka_bootstrap_servers, [settings.labels_topic],
+            f"{settings.consumer_group}-labels", options=settings.kafka_options,
+        )
     return Pipeline(
         settings,
         learner_factory(settings),
@@ -136,6 +152,9 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         snapshot_key(settings, required=True),
         fencing_token=fencing_token,
         on_alert=on_alert,
+        board=board,
+        alerts=alerts,
+        labels=labels,
     )
 
 

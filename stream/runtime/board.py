@@ -18,6 +18,16 @@ class ServedModel:
     events_seen: int
     model: Learner
     metrics: dict[str, float] = field(default_factory=dict)
+    #: "classification" (answers a label and class probabilities) or "regression" (a number)
+    task: str = "classification"
+
+    def predict(self, rows: list[dict]) -> list[dict]:
+        """``{"y", "proba"}`` per row: a label and its probabilities, or a number and ``{}``."""
+        if self.task == "regression":
+            return [{"y": float(y), "proba": {}} for y in self.model.predict_many(rows)]
+        probas = self.model.predict_proba_many(rows)
+        preds = self.model.predict_many(rows)
+        return [{"y": y, "proba": {str(k): float(v) for k, v in p.items()}} for y, p in zip(preds, probas, strict=True)]
 
 
 class ModelBoard:

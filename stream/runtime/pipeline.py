@@ -45,9 +45,10 @@ from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog
 from stream.config import Settings
-from stream.evaluation import Prequential
+from stream.evaluation import make_metrics
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
+from stream.join import LabelJoin
 from stream.monitors import LossMonitor
 from stream.runtime.board import ModelBoard, ServedModel
 from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_snapshot, seal
@@ -101,6 +102,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_alert: Callable[[Alert], None] | None = None,
+        labels: Source | None = None,
     ):
         self.settings = settings
         self.name = settings.pipeline
@@ -118,7 +120,9 @@ class Pipeline:
         self._transactional = bool(getattr(sink, "transactional", False))
 
         self.learner: Learner = learner_factory()
-        self.metrics = Prequential(settings.rolling_window)
+        self.metrics = make_metrics(settings.task, settings.rolling_window)
+        #: labels that arrive after their event (stream.join); None without a labels topic
+        self.join = self._new_join(labels)
         self.monitor = self._new_monitor()
         self.offsets: dict[TopicPartition, int] = {}
         self.model_version = 0
@@ -152,6 +156,15 @@ class Pipeline:
         """Stop at the end of the current step without writing anything more (a lost lease)."""
         self._halted = reason
 
+    def _new_join(self, labels: Source | None) -> LabelJoin | None:
+        s = self.settings
+        if s.labels_topic is None:
+            return None
+        return LabelJoin(
+            task=s.task, ttl_events=s.label_ttl_events, ttl_s=s.label_ttl_s, delay_ms=s.label_delay_ms,
+            remember=s.label_remember, source=labels,
+        )
+
     def _new_monitor(self) -> LossMonitor:
         s = self.settings
         return LossMonitor(s.detector, s.detector_params, s.seed, s.rolling_window, s.drift_direction)
@@ -172,8 +185,10 @@ class Pipeline:
         learner = self._factory()
         learner.load_state_dict(state["learner"])
         self.learner = learner
-        self.metrics = Prequential(self.settings.rolling_window)
+        self.metrics = make_metrics(self.settings.task, self.settings.rolling_window)
         self.metrics.load_state_dict(state["metrics"])
+        if self.join is not None and state.get("join") is not None:
+            self.join.load_state_dict(state["join"])
         self.monitor = self._new_monitor()
         if not self.monitor.load_state_dict(state["monitor"]):
             logger.warning(
@@ -289,7 +304,7 @@ class Pipeline:
     def _process_chunk(self, records: list[Record]) -> None:
         events: list[Event] = []
         origin: list[Record] = []
-        for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes), strict=True):
+        for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes, self.settings.task), strict=True):
             if type(ev) is Event:
                 events.append(ev)
                 origin.append(rec)
@@ -300,7 +315,7 @@ class Pipeline:
         publish = self.settings.publish_predictions
         topic, version, encode, send = self.settings.predictions_topic, self.model_version, _ENCODER.encode, self._send
         replay = bool(self._replay_until)
-        update_metrics, update_monitor, pending = self.metrics.update, self.monitor.update, self._pending
+        score, update_monitor, pending = self.metrics.score, self.monitor.update, self._pending
         labelled = 0
         for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
             if publish and not (replay and self._replaying(rec)):
@@ -309,13 +324,15 @@ class Pipeline:
             if y is None:
                 continue
             labelled += 1
-            update_metrics(y, pred)
-            found = update_monitor(0.0 if pred == y else 1.0, first_index + i)
+            found = update_monitor(score(y, pred), first_index + i)
             if found is not None:
                 self._drifted = True
                 self._raise_alert(found, ev, rec)
             pending.append(_Pending(ev.x, y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
         self.counters.labelled += labelled
+        if self.join is not None:
+            self.join.serve(events, origin, y_pred, first_index, version)
+            self.join.observe(records)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
@@ -329,11 +346,43 @@ class Pipeline:
         if pending:
             self._learn(pending)
             self.model_version += 1
+        if self.join is not None:
+            self._take_labels()
         if self._drifted and self.settings.drift_reaction == "learner":
             hook = getattr(self.learner, "on_drift", None)
             if callable(hook):
                 hook()
         self._drifted = False
+
+    def _take_labels(self) -> None:
+        """Score and learn the labels the merge rule gives this boundary (see stream.join)."""
+        taken = self.join.take(self.counters.events, clock=self._clock)
+        for rec, reason in taken.bad:
+            self.dead_letter(rec, reason)
+        rows: list[_Pending] = []
+        score, update_monitor = self.metrics.score, self.monitor.update
+        default = self.settings.label_default if self.settings.label_on_expiry == "learn_default" else None
+        if default is not None and self.settings.task == "regression":
+            default = float(default)
+        joined = [(w, y) for w, y, _ in taken.joined] + [(w, default) for w in taken.expired if default is not None]
+        for w, y in joined:
+            # the prediction made when the event was served, not one made now
+            found = update_monitor(score(y, w.prediction), w.index)
+            if found is not None:
+                self._drifted = True
+                self._raise_alert(found, Event(id=self._event_id(w), x=w.x), w.record())
+            rows.append(_Pending(w.x, y, w.topic, w.partition, w.offset, w.key, w.value))
+        self.counters.labelled += len(rows)
+        if rows:
+            self._learn(rows)
+            self.model_version += 1
+
+    @staticmethod
+    def _event_id(w: Any) -> str:
+        try:
+            return json.loads(w.value)["id"]
+        except (ValueError, KeyError, TypeError):
+            return ""
 
     def _learn(self, rows: list[_Pending]) -> None:
         # learners check a whole batch before learning any of it, so after a refusal the
@@ -478,6 +527,7 @@ class Pipeline:
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),
+            "join": self.join.state_dict() if self.join is not None else None,
         }
 
     def checkpoint(self, final: bool = False) -> int | None:
@@ -514,6 +564,11 @@ class Pipeline:
         if not self._transactional:
             self.sink.flush()
             self.source.commit(dict(self.offsets))
+        if self.join is not None and self.join.source is not None and self.join.offsets:
+            try:  # for lag monitoring only: the snapshot holds the labels' offsets
+                self.join.source.commit(dict(self.join.offsets))
+            except Exception as exc:
+                logger.warning("pipeline=%s committing the labels offsets failed: %s", self.name, exc)
         self.last_checkpoint_s = time.perf_counter() - started
         self.last_snapshot_bytes = len(blob)
         self.snapshot_version = version
@@ -541,6 +596,7 @@ class Pipeline:
                 version=self.model_version,
                 events_seen=self.counters.events,
                 model=copy,
+                task=self.settings.task,
                 metrics=self.metrics.summary(),
             )
         )
