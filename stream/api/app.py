@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from stream.alerts import AlertLog
 from stream.api.deps import State
-from stream.api.routes import alerts, health, models, predict
+from stream.api.routes import alerts, dashboard, health, metrics, models, predict
 from stream.runtime import ModelBoard
 
 
@@ -37,6 +38,7 @@ def create_app(
     app.state.driftline = State(board, alert_log, max_rows, status)
     for module in (health, models, predict, alerts):
         app.include_router(module.router)
+    _add_live(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -47,3 +49,10 @@ def create_app(
         return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
 
     return app
+
+
+def _add_live(app: FastAPI) -> None:
+    """The watching side: the metrics stream, the dashboard page and its static files."""
+    app.include_router(metrics.stream_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
