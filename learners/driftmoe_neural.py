@@ -69,6 +69,27 @@ def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
             torch.set_num_threads(threads)
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function, exact at both ends: for x below about -88 (float32) exp(-x)
+    is inf and 1 / (1 + inf) is exactly 0, the correctly rounded value, so the overflow
+    is expected and silenced rather than a sign of lost precision (the two-branch form
+    would round the other values differently and change every learned bit)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+def _densify(csr: tuple[np.ndarray, np.ndarray, np.ndarray], d: int, shared: bool) -> np.ndarray:
+    """CSR rows as a dense matrix; ``shared``: a row may hit a column twice (they add up)."""
+    indptr, cols, vals = csr
+    out = np.zeros((indptr.shape[0] - 1, d), dtype=np.float32)
+    rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
+    if shared:
+        np.add.at(out, (rows, cols), vals)
+    else:
+        out[rows, cols] = vals
+    return out
+
+
 def _next_pow2(n: int, floor: int) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
@@ -128,6 +149,16 @@ class NeuralDriftMoE(Classifier):
         at once.
     standardize, hash_dim
         Passed to the :class:`~learners.features.FeatureSpace`.
+    width
+        The feature space's hashing width: at most this many features get a column of their
+        own, later ones share ``width`` hashed columns, so memory is bounded whatever the
+        vocabulary (the first layer has at most ``2 * width`` rows per input kind).
+    sparse_above
+        Once the feature space is wider than this, the first layer reads each row's present
+        features only (an embedding-bag gather forward, a scatter-add backward, Adam on the
+        touched rows only), without the input context: a row costs what it holds, not
+        the width. The neighbour vote then runs on the rows hashed down to this many
+        dimensions.
     device
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. On the CPU the step runs
         in numpy on arrays sharing memory with the torch tensors: at micro-batch sizes numpy's
@@ -226,6 +257,8 @@ class NeuralDriftMoE(Classifier):
         block: int = 256,
         standardize: bool = True,
         hash_dim: int | None = None,
+        width: int | None = 2048,
+        sparse_above: int = 256,
         device: str = "auto",
         engine: str = "auto",
         cuda_graph: bool = False,
@@ -255,6 +288,10 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
+        if width is not None and width < 1:
+            raise ValueError(f"width must be >= 1 or None, got {width}")
+        if sparse_above < 1:
+            raise ValueError(f"sparse_above must be >= 1, got {sparse_above}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
         if engine not in ("auto", "torch"):
@@ -277,6 +314,8 @@ class NeuralDriftMoE(Classifier):
         self.block = block
         self.standardize = standardize
         self.hash_dim = hash_dim
+        self.width = width
+        self.sparse_above = sparse_above
         self.device = device
         self.engine = engine
         self.cuda_graph = cuda_graph
@@ -297,6 +336,14 @@ class NeuralDriftMoE(Classifier):
         return self._features.dim * (2 if self.input_halflife else 1)
 
     @property
+    def _stride(self) -> int:
+        return 2 if self.input_halflife else 1
+
+    def _sparse(self) -> bool:
+        """The first layer reads present features only (the space is wider than ``sparse_above``)."""
+        return self._features.dim > self.sparse_above
+
+    @property
     def _n_gate(self) -> int:
         # the recent-label expert, when on, is one more choice for the router
         return self.n_experts + (1 if self.label_context else 0)
@@ -307,7 +354,9 @@ class NeuralDriftMoE(Classifier):
         self._use_graph = self.cuda_graph and self._dev.type == "cuda"
         if self.cuda_graph and not self._use_graph:
             logger.info("cuda_graph=True ignored: the learner runs on %s", self._dev)
-        self._features = FeatureSpace(standardize=self.standardize, hash_dim=self.hash_dim)
+        self._features = FeatureSpace(
+            standardize=self.standardize, hash_dim=self.hash_dim, width=self.width
+        )
         self._labels = LabelSpace()
         # rows waiting for their block to fill: not learned yet, part of the state
         self._wait_x: list[Features] = []
@@ -456,6 +505,8 @@ class NeuralDriftMoE(Classifier):
             "flat": self._flat.numpy(),
             "m": self._mflat.numpy(),
             "v": self._vflat.numpy(),
+            "mw1": self._m["w1"].numpy(),
+            "vw1": self._v["w1"].numpy(),
             "gflat": self._gflat.numpy(),
             "lr": self._lr.numpy(),
             "acc": self._acc.numpy(),
@@ -489,14 +540,17 @@ class NeuralDriftMoE(Classifier):
 
     # ------------------------------------------------------------------ torch maths
     def _forward_t(
-        self, x: torch.Tensor
+        self, x: torch.Tensor | None, a: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Hidden pre-activations (B, K*h + hr), hidden (B, ·), expert probs (K, B, C), gate (B, K)."""
+        """Hidden pre-activations (B, K*h + hr), hidden (B, ·), expert probs (K, B, C), gate (B, K).
+
+        ``a`` is the first layer's output when the caller computed it (the sparse gather)."""
         p = self._p
         kh = self.n_experts * self.hidden
-        a = torch.addmm(p["b1"], x, p["w1"])
+        if a is None:
+            a = torch.addmm(p["b1"], x, p["w1"])
         h = torch.relu(a)
-        he = h[:, :kh].reshape(x.shape[0], self.n_experts, self.hidden).transpose(0, 1)
+        he = h[:, :kh].reshape(h.shape[0], self.n_experts, self.hidden).transpose(0, 1)
         logits = torch.baddbmm((p["b2"] + self._class_bias).unsqueeze(1), he, p["w2"])
         probs = torch.softmax(logits, dim=2)
         g = torch.addmm(p["rb2"], h[:, kh:], p["r2"])
@@ -522,17 +576,54 @@ class NeuralDriftMoE(Classifier):
         w = torch.softmax(g / self.temperature, dim=1)
         return torch.einsum("bk,kbc->bc", w, probs)
 
-    def _adam_t(self) -> None:
+    def _adam_t(self, lo: int = 0) -> None:
+        """Adam on the flat buffers from element ``lo`` on (0: every parameter)."""
         self._step.add_(1.0)
         bc1 = 1.0 - torch.pow(_BETA1, self._step)
         bc2 = 1.0 - torch.pow(_BETA2, self._step)
-        grad, m, v = self._gflat, self._mflat, self._vflat
+        grad, m, v = self._gflat[lo:], self._mflat[lo:], self._vflat[lo:]
         m.mul_(_BETA1).add_(grad, alpha=1.0 - _BETA1)
         v.mul_(_BETA2).addcmul_(grad, grad, value=1.0 - _BETA2)
         denom = (v / bc2).sqrt_().add_(_EPS)
-        self._flat.addcdiv_(m * self._lr / bc1, denom, value=-1.0)
+        self._flat[lo:].addcdiv_(m * self._lr[lo:] / bc1, denom, value=-1.0)
 
-    def _train_step_t(self, x: torch.Tensor, y: torch.Tensor, rows: torch.Tensor) -> None:
+    def _gather_t(self, sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """First layer of CSR rows: each row's present inputs' weight rows, summed (B, F)."""
+        offsets, idx, vals = sparse
+        a = torch.nn.functional.embedding_bag(
+            idx, self._p["w1"], offsets, mode="sum", per_sample_weights=vals
+        )
+        return a.add_(self._p["b1"])
+
+    def _sparse_adam_t(
+        self, sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor], da: torch.Tensor
+    ) -> None:
+        """Scatter-add the first layer's gradient onto the input rows present, Adam on those
+        rows only (lazy Adam, as torch's SparseAdam), dense Adam on everything else."""
+        offsets, idx, vals = sparse
+        counts = torch.diff(offsets, append=offsets.new_tensor([idx.shape[0]]))
+        row_of = torch.repeat_interleave(torch.arange(da.shape[0], device=da.device), counts)
+        u, inv = torch.unique(idx, return_inverse=True)
+        gu = torch.zeros(u.shape[0], da.shape[1], device=da.device)
+        gu.index_add_(0, inv, da[row_of] * vals.unsqueeze(1))
+        lo = self._p["w1"].numel()
+        self._adam_t(lo)
+        bc1 = 1.0 - torch.pow(_BETA1, self._step)
+        bc2 = 1.0 - torch.pow(_BETA2, self._step)
+        m = self._m["w1"][u].mul_(_BETA1).add_(gu, alpha=1.0 - _BETA1)
+        v = self._v["w1"][u].mul_(_BETA2).addcmul_(gu, gu, value=1.0 - _BETA2)
+        self._m["w1"][u] = m
+        self._v["w1"][u] = v
+        lr_row = self._lr[:lo].view_as(self._p["w1"])[0]
+        self._p["w1"][u] -= m * lr_row / bc1 / ((v / bc2).sqrt_().add_(_EPS))
+
+    def _train_step_t(
+        self,
+        x: torch.Tensor | None,
+        y: torch.Tensor,
+        rows: torch.Tensor,
+        sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """One optimiser step for experts and router on one micro-batch (torch, any device).
 
         ``rows`` is 1 for real rows and 0 for padding, so a fixed-size (graph-captured) step
@@ -542,8 +633,9 @@ class NeuralDriftMoE(Classifier):
         p, gr = self._p, self._g
         k, hd = self.n_experts, self.hidden
         kh = k * hd
-        b = x.shape[0]
-        a, h, probs, g = self._forward_t(x)
+        b = y.shape[0]
+        a0 = None if sparse is None else self._gather_t(sparse)
+        a, h, probs, g = self._forward_t(x, a0)
         n = rows.sum().clamp_min(1.0)
         y_oh = torch.zeros_like(probs[0]).scatter_(1, y.unsqueeze(1), 1.0)  # (B, C)
 
@@ -570,21 +662,26 @@ class NeuralDriftMoE(Classifier):
         torch.mm(h[:, kh:].T, dg, out=gr["r2"])
         torch.sum(dg, dim=0, out=gr["rb2"])
         da = torch.cat([dhe, dg @ p["r2"].T], dim=1).mul_(a > 0)
-        torch.mm(x.T, da, out=gr["w1"])
         torch.sum(da, dim=0, out=gr["b1"])
-
-        self._adam_t()
+        if sparse is None:
+            torch.mm(x.T, da, out=gr["w1"])
+            self._adam_t()
+        else:
+            self._sparse_adam_t(sparse, da)
         acc = (correct * rows.unsqueeze(0)).sum(dim=1) / n
         self._acc.mul_(1.0 - _ACC_DECAY).add_(acc, alpha=_ACC_DECAY)
 
     # ------------------------------------------------------------------ numpy maths (CPU)
-    def _forward_np(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _forward_np(
+        self, x: np.ndarray | None, a: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         p = self._np["p"]
         kh = self.n_experts * self.hidden
-        a = x @ p["w1"]
-        a += p["b1"]
+        if a is None:
+            a = x @ p["w1"]
+            a += p["b1"]
         h = np.maximum(a, 0.0)
-        he = h[:, :kh].reshape(x.shape[0], self.n_experts, self.hidden).transpose(1, 0, 2)
+        he = h[:, :kh].reshape(h.shape[0], self.n_experts, self.hidden).transpose(1, 0, 2)
         logits = he @ p["w2"]
         logits += (p["b2"] + self._np["cb"])[:, None, :]
         logits -= logits.max(axis=2, keepdims=True)
@@ -614,14 +711,22 @@ class NeuralDriftMoE(Classifier):
         w /= w.sum(axis=1, keepdims=True)
         return np.einsum("bk,kbc->bc", w, probs)
 
-    def _train_step_np(self, x: np.ndarray, y: np.ndarray) -> None:
-        """The same step as ``_train_step_t``, in numpy on views of the same memory."""
+    def _train_step_np(
+        self,
+        x: np.ndarray | None,
+        y: np.ndarray,
+        sparse: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> None:
+        """The same step as ``_train_step_t``, in numpy on views of the same memory.
+
+        ``sparse``: the rows as CSR ``(offsets, input rows, values)`` instead of ``x``."""
         st = self._np
         p, gr = st["p"], st["g"]
         k, hd = self.n_experts, self.hidden
         kh = k * hd
-        b = x.shape[0]
-        a, h, probs, g = self._forward_np(x)
+        b = y.shape[0]
+        a0 = None if sparse is None else self._gather_np(sparse)
+        a, h, probs, g = self._forward_np(x, a0)
         ar = np.arange(b)
 
         all_probs = self._with_context_np(probs)
@@ -648,31 +753,77 @@ class NeuralDriftMoE(Classifier):
         da = np.empty_like(a)
         da[:, :kh] = (dlogits @ p["w2"].transpose(0, 2, 1)).transpose(1, 0, 2).reshape(b, kh)
 
-        sg = 1.0 / (1.0 + np.exp(-g))
-        dg = (sg - mask.T) * np.float32(1.0 / (b * g.shape[1]))
+        dg = (_sigmoid(g) - mask.T) * np.float32(1.0 / (b * g.shape[1]))
         np.matmul(h[:, kh:].T, dg, out=gr["r2"])
         np.sum(dg, axis=0, out=gr["rb2"])
         np.matmul(dg, p["r2"].T, out=da[:, kh:])
         da *= a > 0
-        np.matmul(x.T, da, out=gr["w1"])
         np.sum(da, axis=0, out=gr["b1"])
+        if sparse is None:
+            np.matmul(x.T, da, out=gr["w1"])
+            self._adam_np(0)
+        else:
+            self._sparse_adam_np(sparse, da)
+        acc = st["acc"]
+        acc *= np.float32(1.0 - _ACC_DECAY)
+        acc += np.float32(_ACC_DECAY) * correct.mean(axis=1)
 
-        # Adam on the flat buffers
+    def _adam_np(self, lo: int) -> tuple[float, float]:
+        """Adam on the flat buffers from element ``lo`` on; returns the bias corrections."""
+        st = self._np
         self._step += 1.0
         t = float(self._step)
         bc1 = 1.0 - _BETA1**t
         bc2 = 1.0 - _BETA2**t
-        grad, m, v = st["gflat"], st["m"], st["v"]
+        grad, m, v = st["gflat"][lo:], st["m"][lo:], st["v"][lo:]
         m *= _BETA1
         m += np.float32(1.0 - _BETA1) * grad
         v *= _BETA2
         v += np.float32(1.0 - _BETA2) * grad * grad
         denom = np.sqrt(v * np.float32(1.0 / bc2))
         denom += _EPS
-        st["flat"] -= (m * st["lr"]) * np.float32(1.0 / bc1) / denom
-        acc = st["acc"]
-        acc *= np.float32(1.0 - _ACC_DECAY)
-        acc += np.float32(_ACC_DECAY) * correct.mean(axis=1)
+        st["flat"][lo:] -= (m * st["lr"][lo:]) * np.float32(1.0 / bc1) / denom
+        return bc1, bc2
+
+    def _gather_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        offsets, idx, vals = sparse
+        with torch.no_grad():
+            a = torch.nn.functional.embedding_bag(
+                torch.from_numpy(idx),
+                self._p["w1"],
+                torch.from_numpy(offsets),
+                mode="sum",
+                per_sample_weights=torch.from_numpy(vals),
+            ).numpy()
+        a += self._np["p"]["b1"]
+        return a
+
+    def _sparse_adam_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], da: np.ndarray) -> None:
+        """``_sparse_adam_t`` in numpy: the gradient of each input row present, summed in a
+        fixed order (sorted by input row, stable), then lazy Adam on those rows."""
+        st = self._np
+        offsets, idx, vals = sparse
+        row_of = np.repeat(np.arange(da.shape[0]), np.diff(np.append(offsets, idx.shape[0])))
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        contrib = da[row_of[order]] * vals[order, None]
+        starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
+        u = sidx[starts]
+        gu = np.add.reduceat(contrib, starts, axis=0)
+        lo = self._p["w1"].numel()
+        bc1, bc2 = self._adam_np(lo)
+        m = st["mw1"][u]
+        m *= _BETA1
+        m += np.float32(1.0 - _BETA1) * gu
+        v = st["vw1"][u]
+        v *= _BETA2
+        v += np.float32(1.0 - _BETA2) * gu * gu
+        st["mw1"][u] = m
+        st["vw1"][u] = v
+        denom = np.sqrt(v * np.float32(1.0 / bc2))
+        denom += _EPS
+        lr_row = st["lr"][: self._p["w1"].shape[1]]
+        st["p"]["w1"][u] -= (m * lr_row) * np.float32(1.0 / bc1) / denom
 
     # ------------------------------------------------------------------ CUDA graph
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -800,12 +951,16 @@ class NeuralDriftMoE(Classifier):
 
     def _learn_block(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         before = self._probs_before_learning(X) if self.neighbours else None
-        z = self._features.update_and_transform(X)
+        csr = self._features.update_and_transform_sparse(X)
         yi = self._labels.update_and_encode(list(y))
         self._grow()
-        xm = self._matrix(z, advance=True)
         if before is not None:
             self._score_mix(*before, yi)
+        if self._sparse():
+            self._learn_sparse(csr, yi)
+            return
+        z = _densify(csr, self._features.dim, self._features.has_overflow)
+        xm = self._matrix(z, advance=True)
         bs = self.batch_size
         if self._numpy:
             with _one_blas_thread():
@@ -825,6 +980,43 @@ class NeuralDriftMoE(Classifier):
         if self.neighbours:
             self._remember(z, yi)
         self._n_seen += len(X)
+
+    def _learn_sparse(self, csr: tuple[np.ndarray, np.ndarray, np.ndarray], yi: np.ndarray) -> None:
+        """``_learn_block``'s steps on CSR rows through the sparse first layer."""
+        indptr, cols, vals = csr
+        idx = cols * self._stride
+        bs = self.batch_size
+        for i in range(0, yi.shape[0], bs):
+            j = min(i + bs, yi.shape[0])
+            lo, hi = indptr[i], indptr[j]
+            step = (indptr[i:j] - lo, idx[lo:hi], vals[lo:hi])
+            if self._numpy:
+                with _one_blas_thread():
+                    self._train_step_np(None, yi[i:j], step)
+            else:
+                st = tuple(torch.from_numpy(t).to(self._dev) for t in step)
+                yt = torch.from_numpy(yi[i:j]).to(self._dev)
+                self._train_step_t(None, yt, torch.ones(j - i, device=self._dev), st)
+        if self.label_context:
+            self._update_context(yi)
+        if self.neighbours:
+            self._remember(self._project(csr), yi)
+        self._n_seen += yi.shape[0]
+
+    def _project(self, csr: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        """Rows hashed down to ``sparse_above`` dims for the neighbour vote: column j < that
+        width keeps its place (so rows remembered before the space widened still match),
+        a later column lands in a fixed pseudo-random slot with a fixed sign."""
+        indptr, cols, vals = csr
+        n, width = indptr.shape[0] - 1, self.sparse_above
+        h = (cols.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+        far = cols >= width
+        slot = np.where(far, (h >> np.uint64(1)) % np.uint64(width), cols.astype(np.uint64)).astype(np.int64)
+        sign = np.where(far & ((h & np.uint64(1)) == 1), -1.0, 1.0).astype(np.float32)
+        rows = np.repeat(np.arange(n), np.diff(indptr))
+        out = np.zeros(n * width, dtype=np.float32)
+        np.add.at(out, rows * width + slot, vals * sign)
+        return out.reshape(n, width)
 
     def _update_context(self, yi: np.ndarray) -> None:
         """Fold this batch's labels into the recent-label profile, newest weighted most.
@@ -851,6 +1043,8 @@ class NeuralDriftMoE(Classifier):
 
     def _probs(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray | None]:
         """The experts' mixture and the neighbour vote for ``X`` (each (B, n_classes))."""
+        if self._sparse():
+            return self._probs_sparse(X)
         z = self._features.transform(X)
         c = len(self._labels)
         m = z.shape[0]
@@ -863,6 +1057,24 @@ class NeuralDriftMoE(Classifier):
         pm = self._moe_probs(self._matrix(z, advance=False), c)[:m]
         pn = self._neighbour_probs(z, c) if self.neighbours else None
         return pm, None if pn is None else pn[:m]
+
+    def _probs_sparse(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray | None]:
+        indptr, cols, vals = self._features.transform_sparse(X)
+        c, m = len(self._labels), len(X)
+        rows = -(-m // _ROW_TILE) * _ROW_TILE  # padded with empty rows, as in _probs
+        offsets = np.concatenate([indptr[:-1], np.full(rows - m, indptr[-1])])
+        step = (offsets, cols * self._stride, vals)
+        if self._numpy:
+            with _one_blas_thread():
+                _, _, probs, g = self._forward_np(None, self._gather_np(step))
+                pm = self._combine_np(probs, g)[:m, :c]
+        else:
+            with torch.inference_mode():
+                st = tuple(torch.from_numpy(t).to(self._dev) for t in step)
+                _, _, probs, g = self._forward_t(None, self._gather_t(st))
+                pm = self._combine_t(probs, g)[:m, :c].to("cpu").numpy()
+        pn = self._neighbour_probs(self._project((indptr, cols, vals)), c) if self.neighbours else None
+        return pm, pn
 
     def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
         """The router-weighted mixture of the experts (B, c)."""
