@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-Row = dict[str, Any]
+# Checked by stream.events.check_features, whose messages name the row and the field; the
+# schema says the same for the OpenAPI document and the clients generated from it.
+Row = Annotated[
+    dict[str, Any],
+    WithJsonSchema({
+        "type": "object", "minProperties": 1, "maxProperties": 10_000,
+        "additionalProperties": {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}]},
+        "description": "feature -> finite number, string or bool",
+    }),
+]  # fmt: skip
 Label = str | int | bool
 
 
 class PredictRequest(BaseModel):
     """One row as ``{"x": {...}}`` or a batch as ``{"rows": [{...}, ...]}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["x"]}, {"required": ["rows"]}]}
+    )
     x: Row | None = None
-    rows: list[Row] | None = None
+    rows: Annotated[list[Row] | None, Field(json_schema_extra={"minItems": 1})] = None
     id: str | None = None
 
     @model_validator(mode="after")
@@ -57,10 +68,12 @@ class LabelIn(BaseModel):
 class LabelsRequest(BaseModel):
     """One label as ``{"id": ..., "y": ...}`` or several as ``{"labels": [...]}``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"oneOf": [{"required": ["id", "y"]}, {"required": ["labels"]}]}
+    )
     id: str | None = Field(None, min_length=1, max_length=1000)
     y: Label | None = None
-    labels: list[LabelIn] | None = None
+    labels: Annotated[list[LabelIn] | None, Field(json_schema_extra={"minItems": 1})] = None
 
     @model_validator(mode="after")
     def _one_of(self) -> LabelsRequest:
