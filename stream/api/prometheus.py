@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -86,11 +85,10 @@ class _StateCollector(Collector):
             g.add_metric([pipeline], progress["checkpoint_age_s"])
             yield g
 
-        by = Counter((a.pipeline, str(getattr(a, "severity", "unknown"))) for a in state.alerts.since(-1, 1_000_000))
-        g = GaugeMetricFamily("driftline_alerts", "Drift alerts in the alert history, by severity.", labels=["pipeline", "severity"])
-        for (p, sev), n in sorted(by.items()):
-            g.add_metric([p, sev], n)
-        yield g
+        c = CounterMetricFamily("driftline_alerts", "Alert revisions, by kind, state and severity.", labels=["pipeline", "kind", "state", "severity"])
+        for key, n in sorted(dict(state.alerts.counts).items()):
+            c.add_metric(list(key), n)
+        yield c
 
         if self._lag is not None:
             try:

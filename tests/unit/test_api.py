@@ -25,7 +25,8 @@ def _alert(i: int, pipeline: str = "default", detector: str = "adwin") -> Alert:
     return Alert(
         id=i, pipeline=pipeline, detector=detector, signal="loss", event_index=1000 * i, event_id=f"e{i}",
         topic="events", partition=0, offset=1000 * i, ts=1.0 + i, loss_before=0.1, loss_after=0.3,
-        window=1000, model_version=i,
+        window=1000, model_version=i, severity="medium" if i == 3 else "low",
+        state="resolved" if i == 4 else "drift", updated_ts=1.0 + i,
     )  # fmt: skip
 
 
@@ -180,10 +181,12 @@ def test_alerts_filter_by_field_and_time(client):
     assert ids(detector="ddm") == [3]
     assert ids(detector="adwin", pipeline="default") == [2, 4]
     assert ids(pipeline="other") == []
-    assert ids(since=4.0) == [3, 4]  # ts = 1 + id
+    assert ids(since=4.0) == [3, 4]  # updated_ts = 1 + id
     assert ids(detector="adwin", limit=1) == [2]
-    # a field these alerts do not carry matches nothing rather than everything
-    assert ids(severity="high") == [] and ids(state="drift") == []
+    assert ids(severity="medium") == [3] and ids(severity="low") == [2, 3, 4]  # a minimum
+    assert ids(state="resolved") == [4] and ids(state="drift") == [2, 3]
+    r = client.get("/v1/alerts", params={"severity": "huge"})
+    assert r.status_code == 422 and "severity: choose one of low, medium, high, critical" in r.json()["detail"]
 
 
 def test_labels_need_a_key(client, log):
@@ -249,7 +252,9 @@ def test_prometheus_metrics(client):
         'driftline_events_total{pipeline="default"} 3000.0',
         'driftline_dead_letters_total{pipeline="default",reason="invalid_event"} 2.0',
         'driftline_checkpoint_age_seconds{pipeline="default"} 1.5',
-        'driftline_alerts{pipeline="default",severity="unknown"} 3.0',
+        'driftline_alerts_total{kind="drift",pipeline="default",severity="low",state="drift"} 3.0',
+        'driftline_alerts_total{kind="drift",pipeline="default",severity="medium",state="drift"} 1.0',
+        'driftline_alerts_total{kind="drift",pipeline="default",severity="low",state="resolved"} 1.0',
         'driftline_consumer_lag{pipeline="default"} 42.0',
     ):
         assert line in lines, (line, r.text)
