@@ -1,22 +1,43 @@
-"""Live metrics as Server-Sent Events: one ``sample`` per interval, what the dashboard draws."""
+"""``GET /metrics``: Prometheus text exposition; ``GET /v1/metrics/stream``: live samples as
+Server-Sent Events, one ``sample`` per interval, what the dashboard draws."""
 
 from __future__ import annotations
 
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
 from stream.api import sse
-from stream.api.deps import State, StateDep
+from stream.api.deps import ReadAccess, State, StateDep
 
-stream_router = APIRouter(prefix="/v1/metrics", tags=["metrics"])
+router = APIRouter(tags=["metrics"], dependencies=ReadAccess)
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}})
+async def metrics(state: StateDep) -> Response:
+    # in the thread pool: the lag probe may ask the broker
+    body = await run_in_threadpool(generate_latest, state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+# ---------------------------------------------------------------- live: SSE
+
+stream_router = APIRouter(prefix="/v1/metrics", tags=["metrics"], dependencies=ReadAccess)
 
 
 def live_sample(state: State) -> dict[str, Any]:
     """Each served model's progress and metrics, and the process's own (events, lag, ...)."""
-    status = state.status() if callable(state.status) else {}
+    status = dict(state.progress())
+    lag = getattr(state, "lag", None)
+    if callable(lag):
+        try:
+            status["lag"] = lag()
+        except Exception:  # a slow or absent broker leaves the sample without lag
+            status["lag"] = None
     models = []
     for m in state.board.all():
         metrics = dict(m.metrics)
@@ -49,6 +70,7 @@ async def stream_metrics(
     async def poll() -> list[bytes]:
         nonlocal count
         count += 1
-        return [sse.frame("sample", live_sample(state), str(count))]
+        sample = await run_in_threadpool(live_sample, state)  # progress may ask the broker for lag
+        return [sse.frame("sample", sample, str(count))]
 
     return sse.response(sse.until_gone(request, poll, every_s=every, limit=limit))

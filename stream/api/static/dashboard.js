@@ -167,7 +167,7 @@ function onSample(sample) {
       view.node.dataset.points = String(view.xs.length);
     }
     if (m.router && Object.keys(m.router).length) drawRouter(view, m.events_seen, m.router);
-    const lag = mine && status.lag != null ? (typeof status.lag === "object" ? status.lag[m.name] : status.lag) : null;
+    const lag = status.lag != null && typeof status.lag === "object" ? status.lag[m.name] : null;
     view.fields.accuracy.textContent = fmt.pct(acc);
     view.fields.events.textContent = fmt.int(events);
     view.fields.lag.textContent = fmt.int(lag);
