@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     drift_reaction: str = Field("learner", description="On drift: 'learner' calls the learner's on_drift hook; 'none' only alerts.")
     rolling_window: int = Field(1000, ge=10, description="Window of the rolling accuracy and kappa.")
 
+    alert_cooldown_events: int = Field(2000, ge=0, description="A drift within this many events of the open alert's last firing merges into it (count + 1).")
+    alert_min_drifts: int = Field(1, ge=1, description="Rule 'N drifts in T': open a drift alert once this many firings fell within alert_drift_window_events.")
+    alert_drift_window_events: int = Field(10_000, ge=1, description="The T of 'N drifts in T', in events.")
+    alert_min_severity: str = Field("low", description="Drift alerts below this severity (low, medium, high, critical) are not raised.")
+    alert_resolve_margin: float = Field(0.02, ge=0, description="Resolved once the rolling error is within this of the error before the drift.")
+    alert_resolve_after_events: int = Field(0, ge=0, description="Check resolution this many events after the last firing (0: the rolling window).")
+    alert_stall_after_s: float = Field(60.0, ge=0, description="A stall alert when no event arrives for this many seconds (0: never).")
+    alert_churn_above: float = Field(0.0, ge=0, le=1, description="A churn alert when a published version flips more than this share of the probe predictions (0: never).")
+    alert_webhook_url: str | None = Field(None, description="POST every alert revision as JSON here (background, retried with backoff).")
+    alert_webhook_retries: int = Field(5, ge=0, le=20, description="Retries of a failed webhook delivery before it is dropped (logged).")
+    alerts_stream_key: str = Field("driftline:alerts", description="Redis: the stream holding every alert revision (the history replicas and `driftline alerts` read).")
+    alerts_stream_maxlen: int = Field(10_000, ge=10, description="Redis: the alerts stream keeps about this many revisions (XADD MAXLEN ~).")
+    churn_probe_size: int = Field(256, ge=0, le=10_000, description="Recent events each published version is compared on (0: no churn).")
+
     events_topic: str = "events"
     predictions_topic: str = "predictions"
     alerts_topic: str = "alerts"
@@ -95,6 +109,22 @@ class Settings(BaseSettings):
 
         if v not in DETECTORS:
             raise ValueError(f"choose one of {sorted(DETECTORS)}")
+        return v
+
+    @field_validator("alert_min_severity")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        from stream.alerts import SEVERITIES
+
+        if v not in SEVERITIES:
+            raise ValueError(f"choose one of {', '.join(SEVERITIES)}")
+        return v
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
         return v
 
     @field_validator("drift_direction", "drift_reaction", "kafka_client")

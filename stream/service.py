@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from learners.registry import make_learner
-from stream.alerts import AlertLog
+from stream.alerts import AlertLog, AlertRelay
 from stream.api import create_app
 from stream.config import Settings
 from stream.events import Event
@@ -81,6 +81,7 @@ def build_embedded(
         alerts=AlertLog(),
         on_alert=on_alert,
     )
+    pipeline.alerts.subscribe(alert_relay(settings, redis=False))
     feeder = Feeder(log, settings.events_topic, stream, rate=rate, consumed=lambda: pipeline.counters.records)
     return Embedded(pipeline, feeder)
 
@@ -110,6 +111,16 @@ def open_lease(settings: Settings) -> Any:
     return RedisLease(settings.redis_url, settings.pipeline, ttl_ms=int(settings.lease_ttl_s * 1000))
 
 
+def alert_relay(settings: Settings, *, redis: bool) -> AlertRelay:
+    """Where each alert revision goes besides the topic: the Redis stream, the webhook, Prometheus."""
+    stream = None
+    if redis and settings.redis_url:
+        from connectors.redis_alerts import RedisAlertStream
+
+        stream = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    return AlertRelay(stream=stream, webhook_url=settings.alert_webhook_url, retries=settings.alert_webhook_retries)
+
+
 def build_worker(settings: Settings, *, fencing_token: int | None = None, on_alert: Callable[..., None] | None = None) -> Pipeline:
     """The pipeline on Kafka and Redis; call it once the pipeline's lease is held."""
     from connectors.kafka import open_sink, open_source
@@ -127,7 +138,7 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         transactional_id=f"driftline-{settings.pipeline}" if settings.transactional_outputs else None,
         options=settings.kafka_options,
     )
-    return Pipeline(
+    pipeline = Pipeline(
         settings,
         learner_factory(settings),
         source,
@@ -137,6 +148,8 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         fencing_token=fencing_token,
         on_alert=on_alert,
     )
+    pipeline.alerts.subscribe(alert_relay(settings, redis=True))
+    return pipeline
 
 
 class Feeder:

@@ -521,3 +521,152 @@ def short_stream(n: int | None, seed: int, *, length: int = SHORT_LENGTH) -> Ite
         source = itertools.islice(source, n)
     for x, y in source:
         yield {k: f"{nominal[k]}{v}" if k in nominal else v for k, v in x.items()}, int(y)
+
+
+# --------------------------------------------------------------- the producer's streams
+
+#: generators ``driftline produce --stream`` offers
+GENERATORS: tuple[str, ...] = ("sea", "led", "rbf", "agrawal", "hyperplane", "random-tree")
+#: drift types, as stream-learn's StreamGenerator names them
+DRIFT_TYPES: tuple[str, ...] = ("none", "sudden", "gradual", "incremental", "recurring")
+#: generators whose concept can move continuously
+INCREMENTAL: tuple[str, ...] = ("sea", "rbf", "hyperplane")
+#: river's SEA functions 1..4 as thresholds on x0 + x1, in the order concepts take them
+_SEA_CYCLE: tuple[float, ...] = (8.0, 9.0, 7.0, 9.5)
+
+
+def _keys(x: dict[Any, Any]) -> dict[str, Any]:
+    return {(f"x{k}" if isinstance(k, int) else str(k)): (float(v) if isinstance(v, bool) else v) for k, v in x.items()}
+
+
+def _concept(name: str, k: int, seed: int, noise: float) -> Iterator[Event]:
+    """Concept ``k`` of generator ``name``: its own seeded river generator."""
+    s = seed * 1000 + k
+    if name == "sea":
+        gen: Iterable[tuple[dict[Any, Any], Any]] = river_synth.SEA(variant=k % 4, seed=s)
+    elif name == "led":
+        gen = river_synth.LEDDrift(seed=s, noise_percentage=noise, irrelevant_features=True, n_drift_features=(1, 3, 5, 7)[k % 4])
+    elif name == "rbf":
+        gen = river_synth.RandomRBF(seed_model=s, seed_sample=seed, n_classes=2, n_features=10, n_centroids=50)
+    elif name == "agrawal":
+        gen = river_synth.Agrawal(classification_function=k % 10, seed=s)
+    elif name == "hyperplane":
+        gen = river_synth.Hyperplane(seed=s, n_features=10, noise_percentage=0.0)
+    elif name == "random-tree":
+        gen = river_synth.RandomTree(seed_tree=s, seed_sample=seed * 1000 + 500 + k, n_classes=2)
+    else:
+        raise ValueError(f"unknown stream {name!r}; choose one of: {', '.join(GENERATORS)}")
+    return ((_keys(x), int(y)) for x, y in gen)
+
+
+def _classes(name: str) -> tuple[int, ...]:
+    return tuple(range(10)) if name == "led" else (0, 1)
+
+
+def _incremental(name: str, seed: int, drift_every: int) -> Iterator[Event]:
+    if name == "rbf":
+        return _rbf(seed, 1.0 / drift_every)
+    if name == "hyperplane":
+        gen = river_synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, mag_change=10.0 / drift_every, noise_percentage=0.0)
+        return ((_keys(x), int(y)) for x, y in gen)
+    if name == "sea":
+        return _sea_moving(seed, drift_every)
+    raise ValueError(f"incremental drift: only {', '.join(INCREMENTAL)} move their concept continuously, not {name!r}")
+
+
+def _sea_moving(seed: int, drift_every: int) -> Iterator[Event]:
+    # the threshold slides from one SEA function's to the next's over each segment
+    rng = random.Random(seed)
+    for t in itertools.count():
+        k, frac = divmod(t, drift_every)
+        a0, a1 = _SEA_CYCLE[k % 4], _SEA_CYCLE[(k + 1) % 4]
+        threshold = a0 + (a1 - a0) * frac / drift_every
+        x0, x1, x2 = rng.uniform(0, 10), rng.uniform(0, 10), rng.uniform(0, 10)
+        yield {"x0": x0, "x1": x1, "x2": x2}, int(x0 + x1 > threshold)
+
+
+def generate(
+    name: str,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    drift: str = "sudden",
+    drift_every: int = 10_000,
+    drift_width: int = 1000,
+    noise: float = 0.0,
+    imbalance: float | None = None,
+    max_draws: int = 100_000,
+) -> Iterator[Event]:
+    """``n`` events (endless if None) of generator ``name`` with concept drift, seeded.
+
+    Concepts are river generators with the concept's own seed (SEA's function, Agrawal's
+    classification function, a fresh hyperplane, tree or set of centroids per concept).
+    ``drift``: ``sudden`` moves to a new concept at every ``drift_every``-th event;
+    ``recurring`` alternates between two; ``gradual`` switches around each of those points
+    with a sigmoid of ``drift_width`` events (MOA's ConceptDriftStream: each event is drawn
+    from the new concept with a probability that rises from 0 to 1); ``incremental`` moves
+    the concept a little at every event (SEA's threshold, the hyperplane's weights, the RBF
+    centroids); ``none`` keeps the first concept. ``imbalance`` is the share of class 0
+    (the rest split evenly), reached by drawing from the concept until the class drawn from
+    the prior comes up, so each class keeps its concept's inputs. ``noise`` flips that share
+    of the labels (to another class; LED instead flips that share of its segments).
+    """
+    _check_n(n)
+    _check_noise(noise)
+    if drift not in DRIFT_TYPES:
+        raise ValueError(f"drift must be one of {', '.join(DRIFT_TYPES)}, got {drift!r}")
+    if name not in GENERATORS:
+        raise ValueError(f"unknown stream {name!r}; choose one of: {', '.join(GENERATORS)}")
+    if drift_every <= 0 or drift_width <= 0:
+        raise ValueError(f"drift_every and drift_width must be positive, got {drift_every} and {drift_width}")
+    if imbalance is not None and not 0.0 < imbalance < 1.0:
+        raise ValueError(f"imbalance (the share of class 0) must be in (0, 1), got {imbalance}")
+    source = _drifting(name, seed, drift, drift_every, drift_width, noise, imbalance, max_draws)
+    return source if n is None else itertools.islice(source, n)
+
+
+def _drifting(
+    name: str, seed: int, drift: str, every: int, width: int, noise: float, imbalance: float | None, max_draws: int
+) -> Iterator[Event]:
+    rng = random.Random(seed)
+    classes = _classes(name)
+    label_noise = noise if name != "led" else 0.0
+    concepts: dict[int, Iterator[Event]] = {}
+    moving = _incremental(name, seed, every) if drift == "incremental" else None
+
+    def concept(k: int) -> Iterator[Event]:
+        if k not in concepts:
+            concepts[k] = _concept(name, k, seed, noise)
+        return concepts[k]
+
+    for t in itertools.count():
+        if moving is not None:
+            src = moving
+        elif drift == "none":
+            src = concept(0)
+        elif drift == "gradual":
+            j = max(1, round(t / every))
+            src = concept(j if rng.random() < drift_probability(t, j * every, width) else j - 1)
+        else:
+            k = t // every
+            src = concept(k % 2 if drift == "recurring" else k)
+        if imbalance is None:
+            x, y = next(src)
+        else:
+            target = classes[0] if rng.random() < imbalance else rng.choice(classes[1:])
+            for _ in range(max_draws):
+                x, y = next(src)
+                if y == target:
+                    break
+            else:
+                raise ValueError(f"stream {name!r} drew no class {target} in {max_draws} events; lower the imbalance")
+        if label_noise and rng.random() < label_noise:
+            y = rng.choice([c for c in classes if c != y])
+        yield x, y
+
+
+def generate_drift_points(n: int, drift: str, drift_every: int) -> list[int]:
+    """Where ``generate``'s concept changes (0-based event index; centres for gradual)."""
+    if drift in ("none", "incremental"):
+        return []
+    return list(range(drift_every, n, drift_every))

@@ -43,7 +43,7 @@ from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition
 from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
-from stream.alerts import Alert, AlertLog
+from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
 from stream.config import Settings
 from stream.evaluation import Prequential
 from stream.events import Event, decode_events
@@ -122,7 +122,8 @@ class Pipeline:
         self.monitor = self._new_monitor()
         self.offsets: dict[TopicPartition, int] = {}
         self.model_version = 0
-        self.next_alert_id = 0
+        #: the alerts' lifecycle (open, merged, resolved); its state is part of the snapshot
+        self.alert_manager = AlertManager(self.name, rules_from(settings), clock=clock, wall_clock=wall_clock)
         self.counters = Counters()
         self.snapshot_version: int | None = None
         self.drift_points: list[int] = []
@@ -182,7 +183,11 @@ class Pipeline:
                 self.settings.detector, self.settings.detector_params,
             )
         self.model_version = header.model_version
-        self.next_alert_id = state["next_alert_id"]
+        self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
+        if "alerts" in state:
+            self.alert_manager.load_state_dict(state["alerts"])
+        else:
+            self.alert_manager.next_id = state["next_alert_id"]
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
         self._pending = [_Pending(**p) for p in state["pending"]]
@@ -268,7 +273,10 @@ class Pipeline:
         """Poll and process up to the end of the current micro-batch; return the records read."""
         records = self.source.poll(limit or self.settings.batch_size, self.settings.batch_timeout_ms)
         if records:
+            self._emit(self.alert_manager.on_events())
             self.process(records)
+        else:
+            self._emit(self.alert_manager.on_idle(self.counters.events, self.model_version))
         self.maybe_checkpoint()
         self.publish()
         return len(records)
@@ -316,6 +324,9 @@ class Pipeline:
                 self._raise_alert(found, ev, rec)
             pending.append(_Pending(ev.x, y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
         self.counters.labelled += labelled
+        if self.alert_manager.open:
+            error = 1.0 - self.metrics.summary()["rolling_accuracy"]
+            self._emit(self.alert_manager.on_progress(first_index + len(events), error), origin[-1] if origin else None)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
@@ -416,34 +427,25 @@ class Pipeline:
         self._send(self.settings.dead_letter_topic, json.dumps(body).encode(), rec.key)
 
     def _raise_alert(self, found: Any, ev: Event, rec: Record) -> None:
-        alert = Alert(
-            id=self.next_alert_id,
-            pipeline=self.name,
-            detector=found.detector,
-            signal="loss",
-            event_index=found.event_index,
-            event_id=ev.id,
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            ts=self._wall(),
-            loss_before=round(found.loss_before, 6),
-            loss_after=round(found.loss_after, 6),
-            window=found.window,
-            model_version=self.model_version,
-        )
-        self.next_alert_id += 1
-        self.drift_points.append(found.event_index)
-        self.alerts.append(alert)
-        if self._replaying(rec):
-            return
-        self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
-        logger.info(
-            "pipeline=%s drift detector=%s event_index=%d loss %.3f -> %.3f",
-            self.name, alert.detector, alert.event_index, alert.loss_before, alert.loss_after,
-        )
-        if self.on_alert is not None:
-            self.on_alert(alert)
+        if found.kind == "drift":
+            self.drift_points.append(found.event_index)
+        where = Where(ev.id, rec.topic, rec.partition, rec.offset, self.model_version, ev.ts)
+        self._emit(self.alert_manager.on_signal(found, where), rec)
+
+    def _emit(self, alerts: list[Alert], rec: Record | None = None) -> None:
+        """Each revision to the history (and its listeners) and, unless replaying, the topic."""
+        for alert in alerts:
+            self.alerts.append(alert)
+            if rec is not None and self._replaying(rec):
+                continue
+            self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
+            logger.info(
+                "pipeline=%s alert=%d %s %s severity=%s count=%d event_index=%d loss %.3f -> %.3f",
+                self.name, alert.id, alert.kind, alert.state, alert.severity, alert.count,
+                alert.last_event_index, alert.loss_before, alert.loss_after,
+            )
+            if self.on_alert is not None:
+                self.on_alert(alert)
 
     # ------------------------------------------------------------ checkpoint
 
@@ -469,7 +471,8 @@ class Pipeline:
             "learner": self.learner.state_dict(),
             "metrics": self.metrics.state_dict(),
             "monitor": self.monitor.state_dict(),
-            "next_alert_id": self.next_alert_id,
+            "next_alert_id": self.alert_manager.next_id,
+            "alerts": self.alert_manager.state_dict(),
             "drift_points": list(self.drift_points),
             "counters": dict(self.counters.__dict__),
             "pending": [
