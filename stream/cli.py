@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--events", type=int, help="stop after this many events")
     worker.set_defaults(func=cmd_worker)
 
+    serve = sub.add_parser("serve", help="a read replica: serve pipelines' latest snapshots from Redis over HTTP, learning nothing (REDIS_URL, DRIFTLINE_SNAPSHOT_KEY)")
+    serve.add_argument("--pipelines", required=True, help="comma-separated pipeline names to serve, e.g. a,b")
+    serve.add_argument("--host", dest="http_host", help="HTTP address [127.0.0.1]")
+    serve.add_argument("--port", dest="http_port", type=int, help="HTTP port, 0 for any free one [8000]")
+    serve.add_argument("--poll", dest="replica_poll_s", type=float, help="check Redis for a newer snapshot this often, in seconds, besides PUBLISH [2]")
+    serve.set_defaults(func=cmd_serve)
+
     services = sub.add_parser("services", help="local Apache Kafka and Redis without Docker")
     services.add_argument("action", choices=["up", "down", "status"])
     services.add_argument("--state-dir", type=Path, help="where the services keep their data and PIDs")
@@ -147,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args, snapshot_dir=args.state_dir / "snapshots")
     embedded = build_embedded(settings, sea_stream(args.events, settings.seed, args.drift_every), rate=args.rate)
-    return _run_loop(embedded.pipeline, settings, args, embedded.feeder)
+    return _run_loop(embedded.pipeline, settings, args, embedded.feeder, log=embedded.log)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -173,6 +180,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.service import serve_replica
+
+    names = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    if not names:
+        console.print("[bold red]error:[/] --pipelines: name at least one pipeline, e.g. --pipelines default")
+        return 2
+    for name in names:
+        load_settings(pipeline=name)  # the same rule as a pipeline's own name
+    settings = load_settings(http_host=args.http_host, http_port=args.http_port, replica_poll_s=args.replica_poll_s)
+    stop = _stop_on_signals()
+    server, replica = serve_replica(settings, names)
+    console.print(f"HTTP API on http://{server.host}:{server.port}  (replica of {', '.join(names)}; GET /readyz, /v1/models; POST /v1/models/<name>/predict)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    console.print(f"stopped: {replica.swaps} snapshot(s) served, {replica.refused} refused")
+    return 0
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,6 +217,7 @@ def _run_loop(
     *,
     stop: threading.Event | None = None,
     runner: Any = None,
+    log: Any = None,
 ) -> int:
     from stream.service import serve
     from stream.ui import StatusLine
@@ -212,7 +242,7 @@ def _run_loop(
 
     server = None
     if not args.no_http:
-        server = serve(pipeline, settings)
+        server = serve(pipeline, settings, log=log)
         console.print(f"HTTP API on http://{server.host}:{server.port}  (GET /healthz, /v1/models, /v1/alerts; POST /v1/models/{pipeline.name}/predict)")
     console.print(f"learner {settings.learner} · detector {settings.detector} · batch {settings.batch_size} · Ctrl-C stops after a final checkpoint")
     if feeder is not None:

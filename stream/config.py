@@ -85,8 +85,14 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="HTTP API address.")
     http_port: int = Field(8000, ge=0, le=65_535, description="HTTP API port (0: pick a free one).")
     max_predict_rows: int = Field(10_000, ge=1, description="Largest batch POST .../predict accepts (413 above).")
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys for write routes (POST .../labels), sent as `Authorization: Bearer <key>`; unset: writes are refused."
+    )
+    api_open_reads: bool = Field(True, description="Reads (GET routes and predictions) without an API key; false: they need one too.")
+    labels_topic: str = Field("labels", description="Topic that POST /v1/models/{name}/labels forwards labels to.")
+    replica_poll_s: float = Field(2.0, gt=0, le=300, description="Replica: check Redis for a newer snapshot this often when no PUBLISH arrives.")
 
-    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic")
+    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic", "labels_topic")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
@@ -145,6 +151,23 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters; make one with `python -c 'import secrets; print(secrets.token_hex(32))'`")
         return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        keys = [k.strip() for k in v.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ValueError("no key in the list; give one or more comma-separated keys, or unset it")
+        if any(len(k) < 16 for k in keys):
+            raise ValueError("each key must be at least 16 characters; make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return SecretStr(",".join(keys))
+
+    def api_key_list(self) -> list[bytes]:
+        if self.api_keys is None:
+            return []
+        return [k.encode() for k in self.api_keys.get_secret_value().split(",")]
 
     @property
     def consumer_group(self) -> str:

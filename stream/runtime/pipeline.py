@@ -125,6 +125,8 @@ class Pipeline:
         #: the alerts' lifecycle (open, merged, resolved); its state is part of the snapshot
         self.alert_manager = AlertManager(self.name, rules_from(settings), clock=clock, wall_clock=wall_clock)
         self.counters = Counters()
+        #: dead letters since this process started, by kind (not snapshotted: a metric)
+        self.dead_letters_by_kind: dict[str, int] = {}
         self.snapshot_version: int | None = None
         self.drift_points: list[int] = []
         self._pending: list[_Pending] = []
@@ -362,7 +364,7 @@ class Pipeline:
             try:
                 self.learner.learn_many([r.x], [r.y])
             except LearnerError as exc:
-                self.dead_letter(r.record(), f"learner could not learn the event: {exc}")
+                self.dead_letter(r.record(), f"learner could not learn the event: {exc}", "learner_refused")
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
         # A learner may read a row's context from the rows before it in the same call (the
@@ -395,7 +397,7 @@ class Pipeline:
             raise PipelineError(f"pipeline {self.name!r}: prediction failed for every event: {failure!r}") from failure
         for rec, exc in refused:
             what = "learner rejected the event" if isinstance(exc, LearnerError) else f"prediction failed ({type(exc).__name__})"
-            self.dead_letter(rec, f"{what}: {exc}")
+            self.dead_letter(rec, f"{what}: {exc}", "learner_refused" if isinstance(exc, LearnerError) else "prediction_failed")
         return kept_e, kept_r, preds
 
     def _replaying(self, rec: Record) -> bool:
@@ -411,8 +413,10 @@ class Pipeline:
         self.sink.send(topic, value, key=key)
         self._outputs_open = True
 
-    def dead_letter(self, rec: Record, reason: str) -> None:
+    def dead_letter(self, rec: Record, reason: str, kind: str = "invalid_event") -> None:
         self.counters.dead_letters += 1
+        # by kind for /metrics: the reason itself names fields, too many values for a label
+        self.dead_letters_by_kind[kind] = self.dead_letters_by_kind.get(kind, 0) + 1
         logger.warning("pipeline=%s dead-letter %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, reason)
         if self._replaying(rec):
             return
@@ -545,6 +549,9 @@ class Pipeline:
                 events_seen=self.counters.events,
                 model=copy,
                 metrics=self.metrics.summary(),
+                offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
+                published_at=self._wall(),
+                snapshot_version=self.snapshot_version,
             )
         )
 
