@@ -293,6 +293,22 @@ class RiverRegressor(RiverClassifier):
             return [0.0 for _ in X]
         return [float(self._model.predict_one(self._encode(x))) for x in X]
 
+    def _check_targets(self, X: Sequence[Features], y: Sequence[Any]) -> None:
+        if len(y) != len(X):
+            raise InvalidInputError(f"X has {len(X)} rows but y has {len(y)} labels")
+        for i, v in enumerate(y):
+            if v is not None:
+                validate_target(v, f"y[{i}]")
+
+    def predict_many_causal(self, X: Sequence[Features], y: Sequence[Any]) -> list[float]:
+        # a regressor reads no label context: the earlier rows' targets change nothing
+        self._check_targets(X, y)
+        return self.predict_many(X)
+
+    def predict_proba_many_causal(self, X: Sequence[Features], y: Sequence[Any]) -> list[dict[Label, float]]:
+        self._check_targets(X, y)
+        return self.predict_proba_many(X)
+
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {}

@@ -82,6 +82,10 @@ class Prequential:
         self.update(y_true, y_pred)
         return 0.0 if y_true == y_pred else 1.0
 
+    def rolling_error(self) -> float:
+        """The mean loss over the rolling window (the error rate)."""
+        return 1.0 - self._recent.accuracy()
+
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the confusion counts are rebuilt from the labelled pairs they count."""
         return {
@@ -175,6 +179,8 @@ class Regression:
         self._recent = _Errors()
         self._pairs: deque[tuple[float, float]] = deque()
         self._scale = [0, 0.0, 0.0]  # Welford over targets: n, mean, M2
+        self._losses: deque[float] = deque()
+        self._loss_sum = 0.0
 
     @property
     def n(self) -> int:
@@ -198,9 +204,16 @@ class Regression:
         self._all.add(y, p, 1)
         self._recent.add(y, p, 1)
         self._pairs.append((y, p))
+        self._losses.append(loss)
+        self._loss_sum += loss
         if len(self._pairs) > self.window:
             self._recent.add(*self._pairs.popleft(), -1)
+            self._loss_sum -= self._losses.popleft()
         return loss
+
+    def rolling_error(self) -> float:
+        """The mean scaled loss over the rolling window, in [0, 1] like an error rate."""
+        return self._loss_sum / len(self._losses) if self._losses else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -210,6 +223,8 @@ class Regression:
             "recent": self._recent.state(),
             "pairs": [list(p) for p in self._pairs],
             "scale": list(self._scale),
+            "losses": list(self._losses),
+            "loss_sum": self._loss_sum,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -222,11 +237,15 @@ class Regression:
         if state["window"] == self.window:
             self._recent.load(state["recent"])
             self._pairs = deque(pairs)
+            self._losses = deque(float(v) for v in state["losses"])
+            self._loss_sum = float(state["loss_sum"])
             return
         self._pairs = deque()
         for y, p in pairs[-self.window :]:
             self._recent.add(y, p, 1)
             self._pairs.append((y, p))
+        self._losses = deque(float(v) for v in state["losses"][-self.window :])
+        self._loss_sum = sum(self._losses)
 
     def summary(self) -> dict[str, float]:
         return {
@@ -243,3 +262,12 @@ class Regression:
 def make_metrics(task: str, window: int) -> Prequential | Regression:
     """The prequential metrics of a pipeline's task."""
     return Regression(window) if task == "regression" else Prequential(window)
+
+
+def predictive_churn(before: list[Hashable], after: list[Hashable]) -> float:
+    """Share of the predictions that differ between two versions on the same inputs."""
+    if len(before) != len(after):
+        raise ValueError(f"churn compares predictions of the same rows: {len(before)} vs {len(after)}")
+    if not before:
+        return 0.0
+    return sum(1 for a, b in zip(before, after, strict=True) if a != b) / len(before)

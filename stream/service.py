@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from learners.registry import make_learner
-from stream.alerts import AlertLog
+from stream.alerts import AlertLog, AlertRelay
 from stream.api import create_app
 from stream.config import Settings
 from stream.events import Event
@@ -53,6 +53,7 @@ def snapshot_key(settings: Settings, *, required: bool) -> bytes:
 class Embedded:
     pipeline: Pipeline
     feeder: Feeder
+    log: Any = None
 
 
 def build_embedded(
@@ -67,8 +68,9 @@ def build_embedded(
 
     # bounded: `driftline run` may run for days; the feeder stays well within retention
     log = InMemoryLog(default_partitions=1, retention=200_000)
-    for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic):
-        log.create_topic(topic, 1)
+    for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic, settings.labels_topic):
+        if topic:
+            log.create_topic(topic, 1)
     store = DirectoryStore(settings.snapshot_dir, keep=settings.snapshot_keep)
     pipeline = Pipeline(
         settings,
@@ -81,8 +83,9 @@ def build_embedded(
         alerts=AlertLog(),
         on_alert=on_alert,
     )
+    pipeline.alerts.subscribe(alert_relay(settings, redis=False))
     feeder = Feeder(log, settings.events_topic, stream, rate=rate, consumed=lambda: pipeline.counters.records)
-    return Embedded(pipeline, feeder)
+    return Embedded(pipeline, feeder, log)
 
 
 def prepare_kafka(settings: Settings) -> None:
@@ -110,6 +113,16 @@ def open_lease(settings: Settings) -> Any:
     from connectors.redis_store import RedisLease
 
     return RedisLease(settings.redis_url, settings.pipeline, ttl_ms=int(settings.lease_ttl_s * 1000))
+
+
+def alert_relay(settings: Settings, *, redis: bool) -> AlertRelay:
+    """Where each alert revision goes besides the topic: the Redis stream, the webhook, Prometheus."""
+    stream = None
+    if redis and settings.redis_url:
+        from connectors.redis_alerts import RedisAlertStream
+
+        stream = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    return AlertRelay(stream=stream, webhook_url=settings.alert_webhook_url, retries=settings.alert_webhook_retries)
 
 
 def build_worker(
@@ -143,7 +156,7 @@ def build_worker(
             settings.kafka_client, settings.kafka_bootstrap_servers, [settings.labels_topic],
             f"{settings.consumer_group}-labels", options=settings.kafka_options,
         )
-    return Pipeline(
+    pipeline = Pipeline(
         settings,
         learner_factory(settings),
         source,
@@ -156,6 +169,9 @@ def build_worker(
         alerts=alerts,
         labels=labels,
     )
+    if alerts is None:  # a log shared by several pipelines is relayed once, by its owner
+        pipeline.alerts.subscribe(alert_relay(settings, redis=True))
+    return pipeline
 
 
 class Feeder:
@@ -201,10 +217,18 @@ class Feeder:
 
 
 class HttpServer:
-    """uvicorn in a background thread; ``port`` is the bound port (useful with port 0)."""
+    """uvicorn in a background thread; ``port`` is the bound port (useful with port 0).
+
+    uvloop and httptools: the event loop and HTTP parser in C, a large share of a small
+    request's time otherwise.
+    """
 
     def __init__(self, app: Any, host: str, port: int):
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", loop="uvloop", http="httptools",
+            access_log=False,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self.host = host
         self.port = port
@@ -223,12 +247,167 @@ class HttpServer:
         self._thread.join(timeout=5)
 
 
-def serve(pipeline: Pipeline, settings: Settings) -> HttpServer:
+def lag_probe(end_offsets: Callable[[str], dict[tuple[str, int], int]], topic: str, positions: Callable[[], dict[str, dict[tuple[str, int], int]]], *, every_s: float = 5.0) -> Callable[[], dict[str, int]]:
+    """Per pipeline, records on ``topic`` past its position; the topic's end asked at most every ``every_s``."""
+    cache: dict[str, Any] = {"at": float("-inf"), "end": {}}
+
+    def lag() -> dict[str, int]:
+        now = time.monotonic()
+        if now - cache["at"] >= every_s:
+            cache["end"], cache["at"] = end_offsets(topic), now
+        end = cache["end"]
+        return {name: sum(max(0, off - pos.get(tp, 0)) for tp, off in end.items()) for name, pos in positions().items()}
+
+    return lag
+
+
+def labels_producer(settings: Settings) -> Any:
+    """A plain (non-transactional) Kafka producer for forwarded labels, or None without a broker."""
+    if not settings.kafka_bootstrap_servers:
+        return None
+    from connectors.kafka import open_sink
+
+    return open_sink(settings.kafka_client, settings.kafka_bootstrap_servers, options=settings.kafka_options)
+
+
+def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpServer:
+    """The HTTP API of a learning process, over its pipeline's board; ``log``: the embedded one."""
+
     def status() -> dict[str, Any]:
         c = pipeline.counters
-        return {"events": c.events, "dead_letters": c.dead_letters, "snapshot_version": pipeline.snapshot_version}
+        return {
+            "pipeline": pipeline.name,
+            "events": c.events,
+            "dead_letters": c.dead_letters,
+            "dead_letters_by_kind": dict(pipeline.dead_letters_by_kind),
+            "snapshot_version": pipeline.snapshot_version,
+            "checkpoint_age_s": round(pipeline._clock() - pipeline._last_checkpoint_at, 3),
+        }
 
-    app = create_app(pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status)
+    if log is not None:
+        labels, end_offsets = log.producer(), log.end_offsets
+    else:
+        from connectors.kafka import KafkaAdmin
+
+        admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
+        labels, end_offsets = labels_producer(settings), admin.end_offsets
+    lag = lag_probe(end_offsets, settings.events_topic, lambda: {pipeline.name: dict(pipeline.offsets)})
+    app = create_app(
+        pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status,
+        api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
+        labels_sink=labels, labels_topic=settings.labels_topic, lag=lag,
+    )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
     return server
+
+
+def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer, Any]:
+    """A read replica of ``pipelines``: their snapshots from Redis, hot-swapped, over HTTP."""
+    from connectors.redis_store import RedisStore
+    from stream.runtime.replica import Replica
+    from stream.snapshot import decode_tp
+
+    if not settings.redis_url:
+        raise ConfigError("redis_url (env REDIS_URL): required by a replica, which serves the snapshots workers write there, e.g. redis://127.0.0.1:6379/0")
+    store = RedisStore(settings.redis_url, keep=settings.snapshot_keep)
+    store.ping()
+    replica = Replica(store, snapshot_key(settings, required=True), pipelines, ModelBoard(), poll_s=settings.replica_poll_s)
+
+    def status() -> dict[str, Any]:
+        return {"role": "replica", "snapshots": dict(replica.loaded), "swaps": replica.swaps, "refused": replica.refused}
+
+    lag = None
+    if settings.kafka_bootstrap_servers:
+        from connectors.kafka import KafkaAdmin
+
+        admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
+
+        def positions() -> dict[str, dict[tuple[str, int], int]]:
+            return {m.name: {decode_tp(k): v for k, v in m.offsets.items()} for m in replica.board.all()}
+
+        lag = lag_probe(admin.end_offsets, settings.events_topic, positions)
+    from connectors.redis_alerts import RedisAlertStream
+
+    # the history the workers write: GET /v1/alerts and its SSE on a replica read it
+    alerts = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    app = create_app(
+        replica.board, alerts, max_rows=settings.max_predict_rows, status=status,
+        api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
+        labels_sink=labels_producer(settings), labels_topic=settings.labels_topic, lag=lag,
+        lifespan=[lambda: replica],
+    )  # fmt: skip
+    server = HttpServer(app, settings.http_host, settings.http_port)
+    server.start()
+    return server, replica
+
+
+@dataclass
+class FleetParts:
+    """What a worker running a file's pipelines shares among them."""
+
+    process: Any
+    board: ModelBoard
+    alerts: AlertLog
+    roster: Any
+    open_lease: Callable[[Settings], Any]
+    build: Callable[[Settings, int], Pipeline]
+    finished: Callable[[Settings, int | None], bool]
+    serve: Callable[[Any], HttpServer]
+
+
+def build_fleet_parts(pipelines: list[Settings], process: Any) -> FleetParts:
+    """Leases, builders, the roster and the HTTP API for ``driftline worker --config``."""
+    import hashlib
+
+    from connectors.redis_store import RedisLease, RedisRoster, RedisStore
+    from stream.snapshot import read_header
+
+    board, alerts = ModelBoard(), AlertLog()
+    alerts.subscribe(alert_relay(pipelines[0], redis=True))
+    ttl_ms = int(process.lease_ttl_s * 1000)
+    # processes given the same pipelines count each other, and nobody else
+    group = hashlib.sha256(",".join(sorted(s.pipeline for s in pipelines)).encode()).hexdigest()[:16]
+    roster = RedisRoster(process.redis_url, group, ttl_ms=ttl_ms)
+    store = RedisStore(process.redis_url, keep=process.snapshot_keep)
+    key = snapshot_key(pipelines[0], required=True)
+    owner = roster.member
+
+    def open_lease_for(s: Settings) -> Any:
+        return RedisLease(process.redis_url, s.pipeline, ttl_ms=ttl_ms, owner=f"{owner}:{s.pipeline}")
+
+    def build(s: Settings, token: int) -> Pipeline:
+        return build_worker(s, fencing_token=token, board=board, alerts=alerts)
+
+    def finished(s: Settings, max_events: int | None) -> bool:
+        if max_events is None:
+            return False
+        latest = store.load_latest(s.pipeline)
+        return latest is not None and read_header(latest[1]).events_seen >= max_events
+
+    def serve_fleet(fleet: Any) -> HttpServer:
+        def status() -> dict[str, Any]:
+            out = {}
+            for slot in fleet.slots:
+                p = slot.pipeline
+                out[slot.name] = {
+                    "state": slot.state,
+                    "events": p.counters.events if p is not None else None,
+                    "labels": dict(p.join.counts.__dict__) if p is not None and p.join is not None else None,
+                }
+            return {"worker": owner, "pipelines": out}
+
+        topics = {s.labels_topic for s in pipelines if s.labels_topic}
+        # the labels route forwards to one topic: offered when the pipelines share one
+        labels_topic = topics.pop() if len(topics) == 1 else None
+        p0 = pipelines[0]
+        app = create_app(
+            board, alerts, max_rows=p0.max_predict_rows, status=status,
+            api_keys=p0.api_key_list(), open_reads=p0.api_open_reads,
+            labels_sink=labels_producer(p0) if labels_topic else None, labels_topic=labels_topic or "labels",
+        )  # fmt: skip
+        server = HttpServer(app, process.http_host, process.http_port)
+        server.start()
+        return server
+
+    return FleetParts(process, board, alerts, roster, open_lease_for, build, finished, serve_fleet)

@@ -34,26 +34,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from stream.config import Settings
 from stream.exceptions import ConfigError
 
-#: Settings fields that belong to the process, not to one pipeline
-PROCESS_FIELDS: tuple[str, ...] = (
-    "kafka_bootstrap_servers",
-    "kafka_client",
-    "kafka_options",
-    "transactional_outputs",
-    "lease_ttl_s",
-    "redis_url",
-    "snapshot_dir",
-    "snapshot_key",
-    "snapshot_keep",
-    "http_host",
-    "http_port",
-    "max_predict_rows",
-    "batch_timeout_ms",
-    "publish_every_s",
-    "output_commit_every_s",
-    "max_event_bytes",
-)
-
 #: a pipeline's keys in the file -> the Settings field each one sets
 SPEC_FIELDS: dict[str, str] = {
     "name": "pipeline",
@@ -83,6 +63,12 @@ SPEC_FIELDS: dict[str, str] = {
     "labels.remember": "label_remember",
 }
 _PATH_OF = {flat: path for path, flat in SPEC_FIELDS.items()}
+#: Settings fields of the process: every one a pipeline spec does not set (the consumer
+#: group is the pipeline's own, from its name), so a new setting is a process setting
+#: until a pipeline key is made for it
+PROCESS_FIELDS: tuple[str, ...] = tuple(
+    name for name in Settings.model_fields if name not in _PATH_OF and name != "group_id"
+)
 #: keys a pipeline must name
 _REQUIRED = frozenset({"name", "events_topic", "learner.name"})
 _FORBID = ConfigDict(extra="forbid", strict=True)
@@ -159,6 +145,7 @@ class PipelineSpec(_spec_model()):  # type: ignore[misc]
             for name, info in Settings.model_fields.items()
             if name not in PROCESS_FIELDS
         }
+        defaults["labels_topic"] = None  # a file pipeline joins labels only from a topic it names
         return Settings(**{**defaults, **values, **self.flat()})
 
 
