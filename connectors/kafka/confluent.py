@@ -79,6 +79,18 @@ def _as_connector_error(exc: BaseException, what: str) -> ConnectorError:
     return ConnectorError(f"{what}: {exc}")
 
 
+def _in_order(records: list[Record]) -> bool:
+    """Whether the records already run by (topic, partition, offset), as one partition's do."""
+    first = records[0]
+    topic, partition = first.topic, first.partition
+    offset = first.offset
+    for r in records[1:]:
+        if r.partition != partition or r.topic != topic or r.offset <= offset:
+            return False
+        offset = r.offset
+    return True
+
+
 class ConfluentSource:
     """:class:`~connectors.base.Source` on a librdkafka consumer in a consumer group.
 
@@ -198,6 +210,7 @@ class ConfluentSource:
             msg = f"polling {self.topics} failed: {exc}"
             raise ConnectorError(msg) from exc
         records: list[Record] = []
+        append = records.append
         for m in messages:
             err = m.error()
             if err is not None:
@@ -205,18 +218,19 @@ class ConfluentSource:
                 continue
             ts_type, ts = m.timestamp()
             headers = m.headers()
-            records.append(
+            append(
                 Record(
-                    topic=m.topic(),
-                    partition=m.partition(),
-                    offset=m.offset(),
-                    value=m.value() or b"",
-                    key=m.key(),
-                    timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
-                    headers=tuple(headers) if headers else (),
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.value() or b"",
+                    m.key(),
+                    ts if ts_type != 0 and ts >= 0 else None,
+                    tuple(headers) if headers else (),
                 )
             )
-        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        if len(records) > 1 and not _in_order(records):
+            records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         if records:
             self._contact.ok()
             with self._lock:
@@ -488,12 +502,28 @@ class ConfluentSink:
         self._raise_pending()
         if self.transactional and not self._in_transaction:
             self._begin()
-        header_list = list(headers) if headers else None
+        self._produce(topic, value, key, list(headers) if headers else None)
+        self._served(1)
+
+    def send_many(self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]) -> None:
+        """``send`` of each value with its key, in order, without the per-record checks."""
+        self._raise_pending()
+        if self.transactional and not self._in_transaction:
+            self._begin()
+        produce = self._producer.produce
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key)
+            except (BufferError, KafkaException, TypeError, ValueError):
+                self._produce(topic, value, key, None)
+        self._served(len(values))
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
         deadline: float | None = None
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=header_list)
-                break
+                self._producer.produce(topic, value, key, headers=headers)
+                return
             except BufferError:
                 # the local queue is full: serve delivery reports until it drains
                 now = time.monotonic()
@@ -504,8 +534,10 @@ class ConfluentSink:
                 self._producer.poll(0.05)
             except (KafkaException, TypeError, ValueError) as exc:
                 raise _as_connector_error(exc, f"sending to {topic!r} failed") from exc
+
+    def _served(self, sent: int) -> None:
         # serving delivery reports costs a call; every 64 sends keeps the queue short
-        self._unpolled += 1
+        self._unpolled += sent
         if self._unpolled >= 64:
             self._unpolled = 0
             self._producer.poll(0)

@@ -39,7 +39,7 @@ from typing import Any
 
 import msgspec
 
-from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition
+from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition, send_many
 from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
@@ -67,20 +67,15 @@ class Counters:
     checkpoint_failures: int = 0
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A labelled row predicted but not yet learned: its micro-batch is not complete."""
+#: a labelled row predicted but not yet learned (its micro-batch is not complete):
+#: (features, label, the record it came from)
+_Pending = tuple[dict[str, Any], Any, Record]
 
-    x: dict[str, Any]
+
+class _Prediction(msgspec.Struct):
+    id: str
     y: Any
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-    def record(self) -> Record:
-        return Record(self.topic, self.partition, self.offset, self.value, self.key)
+    version: int
 
 
 class Pipeline:
@@ -185,7 +180,10 @@ class Pipeline:
         self.next_alert_id = state["next_alert_id"]
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
-        self._pending = [_Pending(**p) for p in state["pending"]]
+        self._pending = [
+            (p["x"], p["y"], Record(p["topic"], p["partition"], p["offset"], p["value"], p["key"]))
+            for p in state["pending"]
+        ]
         self._batch_x = list(state["batch_x"])
         self._drifted = bool(state["drifted"])
         self.offsets = header.topic_offsets()
@@ -287,6 +285,8 @@ class Pipeline:
                 self._finish_batch()
 
     def _process_chunk(self, records: list[Record]) -> None:
+        # per-event work is done a chunk at a time (decode, publish, score, monitor): the
+        # event path should cost little beside the learner
         events: list[Event] = []
         origin: list[Record] = []
         for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes), strict=True):
@@ -296,32 +296,40 @@ class Pipeline:
             else:
                 self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
-        first_index = self.counters.events
-        publish = self.settings.publish_predictions
-        topic, version, encode, send = self.settings.predictions_topic, self.model_version, _ENCODER.encode, self._send
-        replay = bool(self._replay_until)
-        update_metrics, update_monitor, pending = self.metrics.update, self.monitor.update, self._pending
-        labelled = 0
-        for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
-            if publish and not (replay and self._replaying(rec)):
-                send(topic, encode({"id": ev.id, "y": pred, "version": version}), rec.key)
-            y = ev.y
-            if y is None:
-                continue
-            labelled += 1
-            update_metrics(y, pred)
-            found = update_monitor(0.0 if pred == y else 1.0, first_index + i)
-            if found is not None:
+        if self.settings.publish_predictions and events:
+            self._publish_predictions(events, origin, y_pred)
+        labelled = [i for i, ev in enumerate(events) if ev.y is not None]
+        if labelled:
+            ys = [events[i].y for i in labelled]
+            preds = [y_pred[i] for i in labelled]
+            self.metrics.update_many(ys, preds)
+            first = self.counters.events
+            losses = [0.0 if p == y else 1.0 for y, p in zip(ys, preds, strict=True)]
+            for at, found in self.monitor.update_many(losses, [first + i for i in labelled]):
                 self._drifted = True
-                self._raise_alert(found, ev, rec)
-            pending.append(_Pending(ev.x, y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
-        self.counters.labelled += labelled
+                self._raise_alert(found, events[labelled[at]], origin[labelled[at]])
+            self._pending.extend((events[i].x, events[i].y, origin[i]) for i in labelled)
+        self.counters.labelled += len(labelled)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
+        offsets = self.offsets
         for rec in records:
-            self.offsets[(rec.topic, rec.partition)] = rec.offset + 1
+            offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        if self._replay_until:
+            self._replay_until = {tp: until for tp, until in self._replay_until.items() if offsets.get(tp, 0) < until}
         self._dirty = True
+
+    def _publish_predictions(self, events: list[Event], origin: list[Record], y_pred: list[Any]) -> None:
+        if self._replay_until:
+            kept = [i for i, rec in enumerate(origin) if not self._replaying(rec)]
+            events, origin, y_pred = [events[i] for i in kept], [origin[i] for i in kept], [y_pred[i] for i in kept]
+            if not events:
+                return
+        encode, version = _ENCODER.encode, self.model_version
+        values = [encode(_Prediction(ev.id, y, version)) for ev, y in zip(events, y_pred, strict=True)]
+        send_many(self.sink, self.settings.predictions_topic, values, [rec.key for rec in origin])
+        self._outputs_open = True
 
     def _finish_batch(self) -> None:
         pending, self._pending = self._pending, []
@@ -339,7 +347,7 @@ class Pipeline:
         # learners check a whole batch before learning any of it, so after a refusal the
         # events can be learned one by one and only the offending ones dead-lettered
         try:
-            self.learner.learn_many([r.x for r in rows], [r.y for r in rows])
+            self.learner.learn_many([x for x, _, _ in rows], [y for _, y, _ in rows])
             return
         except LearnerError:
             pass
@@ -347,11 +355,11 @@ class Pipeline:
             # the learner may have learned part of the batch: its state is no longer one
             # the stream explains, so stop before any of it reaches a snapshot
             raise PipelineError(f"pipeline {self.name!r}: learning failed: {exc!r}; stopped without a checkpoint") from exc
-        for r in rows:
+        for x, y, rec in rows:
             try:
-                self.learner.learn_many([r.x], [r.y])
+                self.learner.learn_many([x], [y])
             except LearnerError as exc:
-                self.dead_letter(r.record(), f"learner could not learn the event: {exc}")
+                self.dead_letter(rec, f"learner could not learn the event: {exc}")
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
         # A learner may read a row's context from the rows before it in the same call (the
@@ -389,12 +397,7 @@ class Pipeline:
 
     def _replaying(self, rec: Record) -> bool:
         until = self._replay_until.get((rec.topic, rec.partition))
-        if until is None:
-            return False
-        if rec.offset < until:
-            return True
-        del self._replay_until[(rec.topic, rec.partition)]
-        return False
+        return until is not None and rec.offset < until
 
     def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
         self.sink.send(topic, value, key=key)
@@ -473,8 +476,8 @@ class Pipeline:
             "drift_points": list(self.drift_points),
             "counters": dict(self.counters.__dict__),
             "pending": [
-                {"x": p.x, "y": p.y, "topic": p.topic, "partition": p.partition, "offset": p.offset, "key": p.key, "value": p.value}
-                for p in self._pending
+                {"x": x, "y": y, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key, "value": r.value}
+                for x, y, r in self._pending
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),
