@@ -84,8 +84,13 @@ class Prequential:
         pairs = self._pairs
         pairs.extend(zip(y_true, y_pred))
         # adding all before dropping the oldest gives the same counts (keys are never deleted)
-        for _ in range(len(pairs) - self.window):
-            r.add(*pairs.popleft(), -1)
+        excess = len(pairs) - self.window
+        if excess > 0:
+            old = [pairs.popleft() for _ in range(excess)]
+            r.n -= excess
+            r.correct -= sum(1 for y, p in old if y == p)
+            r.rows.subtract(Counter(y for y, _ in old))
+            r.cols.subtract(Counter(p for _, p in old))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the confusion counts are rebuilt from the labelled pairs they count."""

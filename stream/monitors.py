@@ -112,7 +112,7 @@ class LossMonitor:
                 if d is not None:
                     found.append((i, d))
             return found
-        # ADWIN, the default, once per event: its estimation property costs more than the
+        # ADWIN, the default: its estimation property costs more than the
         # update itself, so the window is read from its engine directly (same numbers;
         # a test holds this loop to ``update``'s)
         det = self._detector

@@ -287,28 +287,35 @@ class Pipeline:
     def _process_chunk(self, records: list[Record]) -> None:
         # per-event work is done a chunk at a time (decode, publish, score, monitor): the
         # event path should cost little beside the learner
-        events: list[Event] = []
-        origin: list[Record] = []
-        for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes), strict=True):
-            if type(ev) is Event:
-                events.append(ev)
-                origin.append(rec)
-            else:
-                self.dead_letter(rec, ev.reason)
+        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes)
+        if all(type(ev) is Event for ev in decoded):
+            events, origin = decoded, records
+        else:
+            events, origin = [], []
+            for rec, ev in zip(records, decoded, strict=True):
+                if type(ev) is Event:
+                    events.append(ev)
+                    origin.append(rec)
+                else:
+                    self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
         if self.settings.publish_predictions and events:
             self._publish_predictions(events, origin, y_pred)
-        labelled = [i for i, ev in enumerate(events) if ev.y is not None]
-        if labelled:
-            ys = [events[i].y for i in labelled]
-            preds = [y_pred[i] for i in labelled]
+        first = self.counters.events
+        ys = [ev.y for ev in events]
+        if None in ys:
+            keep = [i for i, y in enumerate(ys) if y is not None]
+            ys, preds, indexes = [ys[i] for i in keep], [y_pred[i] for i in keep], [first + i for i in keep]
+            labelled, lab_origin = [events[i] for i in keep], [origin[i] for i in keep]
+        else:
+            preds, indexes, labelled, lab_origin = y_pred, range(first, first + len(events)), events, origin
+        if ys:
             self.metrics.update_many(ys, preds)
-            first = self.counters.events
             losses = [0.0 if p == y else 1.0 for y, p in zip(ys, preds, strict=True)]
-            for at, found in self.monitor.update_many(losses, [first + i for i in labelled]):
+            for at, found in self.monitor.update_many(losses, indexes):
                 self._drifted = True
-                self._raise_alert(found, events[labelled[at]], origin[labelled[at]])
-            self._pending.extend((events[i].x, events[i].y, origin[i]) for i in labelled)
+                self._raise_alert(found, labelled[at], lab_origin[at])
+            self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin))
         self.counters.labelled += len(labelled)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
