@@ -10,6 +10,7 @@ exactly once.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import threading
 import time
@@ -21,7 +22,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
-from connectors.exceptions import ConnectorError, ProducerFencedError
+from connectors.exceptions import ConnectorError, OutputsLostError, ProducerFencedError
 from connectors.kafka._common import (
     DEFAULT_GIVE_UP_S,
     DEFAULT_STALL_WARN_S,
@@ -50,6 +51,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 #: Producer defaults; any of them can be overridden through ``options``.
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "acks": "all"}
+
+#: how long past its own timeout a transactional call may take before the producer is given up
+_TXN_CALL_GRACE_S = 15.0
 
 _FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
@@ -385,6 +389,8 @@ class ConfluentSink:
         self._generation = 0
         self._unpolled = 0
         self._in_transaction = False
+        self._txn_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+        self._abandoned: list[tuple[Producer, concurrent.futures.ThreadPoolExecutor]] = []
         self._producer = self._new_producer()
         if self.transactional:
             self._call(self._producer.init_transactions, "initialising transactions")
@@ -420,11 +426,22 @@ class ConfluentSink:
                 self._error = err
 
     def _call(self, fn: Callable[..., Any], what: str, *args: Any) -> Any:
-        """A transactional API call: retried while retriable, errors made ours."""
+        """A transactional API call: retried while retriable, errors made ours.
+
+        The call runs on a helper thread and is waited for within a bound: librdkafka can
+        block in it past its own timeout (sending offsets to a group coordinator that went
+        away and came back), and a worker must not hang there.
+        """
         deadline = time.monotonic() + self.transaction_timeout_s
         while True:
+            budget = max(0.1, deadline - time.monotonic())
+            future = self._txn_thread.submit(fn, *args, budget)
             try:
-                return fn(*args, max(0.1, deadline - time.monotonic()))
+                return future.result(timeout=budget + _TXN_CALL_GRACE_S)
+            except concurrent.futures.TimeoutError:
+                self._replace_wedged(what)
+                msg = f"{what}: no answer within {budget + _TXN_CALL_GRACE_S:.0f} s; the transaction is lost"
+                raise OutputsLostError(msg) from None
             except KafkaException as exc:
                 err = _kafka_error(exc)
                 if err is not None and err.code() in _FENCED_CODES:
@@ -434,16 +451,37 @@ class ConfluentSink:
                 if err is not None and err.retriable() and time.monotonic() < deadline:
                     log.debug("%s: retrying after %s", what, err)
                     continue
+                if not self._in_transaction:
+                    raise _as_connector_error(exc, what) from exc
                 if err is not None and err.txn_requires_abort():
                     self._abort_after(what, exc)
-                raise _as_connector_error(exc, what) from exc
+                else:
+                    self._replace_wedged(what)
+                msg = f"{what} failed, the transaction is lost: {exc}"
+                raise OutputsLostError(msg) from exc
+
+    def _replace_wedged(self, what: str) -> None:
+        """Give up on the producer and its transaction: a new one with the same id fences it
+        and aborts what it left open."""
+        log.warning("%s: replacing the transactional producer", what)
+        with self._error_lock:
+            self._generation += 1
+            self._error = self._fatal = None
+        # the old producer may be blocked inside a call on the old helper thread: it is
+        # left to that thread rather than closed under it
+        self._abandoned.append((self._producer, self._txn_thread))
+        self._txn_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+        self._in_transaction = False
+        self._producer = self._new_producer()
+        self._call(self._producer.init_transactions, "initialising transactions")
 
     def _abort_after(self, what: str, cause: BaseException) -> None:
         log.warning("%s failed, aborting the transaction: %s", what, cause)
         try:
             self._producer.abort_transaction(self.transaction_timeout_s)
         except KafkaException as exc:
-            raise _as_connector_error(exc, "aborting the transaction") from exc
+            log.warning("aborting the transaction failed too (%s): replacing the producer", exc)
+            self._replace_wedged("aborting the transaction")
         finally:
             self._in_transaction = False
         with self._error_lock:
@@ -455,8 +493,9 @@ class ConfluentSink:
             fatal, self._fatal = self._fatal, None
         if err is None:
             return
-        if self.transactional and fatal is not None:
-            # a transactional producer does not recover from a fatal error: keep failing
+        fenced = err.code() in _FENCED_CODES or (fatal is not None and fatal.code() in _FENCED_CODES)
+        if self.transactional and fenced:
+            # fenced is for good: keep failing
             with self._error_lock:
                 self._error, self._fatal = err, fatal
         if err.code() in _FENCED_CODES or (fatal is not None and fatal.code() in _FENCED_CODES):
@@ -464,12 +503,13 @@ class ConfluentSink:
             raise ProducerFencedError(msg)
         if self.transactional:
             if fatal is not None:
-                msg = f"the transactional producer failed: {fatal}"
-                raise ConnectorError(msg)
+                self._replace_wedged(f"the transactional producer failed ({fatal})")
+                msg = f"the transactional producer failed, its transaction is lost: {fatal}"
+                raise OutputsLostError(msg)
             if self._in_transaction:
                 self._abort_after("delivering a record", ConnectorError(err.str()))
             msg = f"a record was not delivered, the transaction was aborted: {err}"
-            raise ConnectorError(msg)
+            raise OutputsLostError(msg)
         if fatal is not None:
             log.warning("replacing the Kafka producer after a fatal error: %s", fatal)
             with self._error_lock:
@@ -589,6 +629,7 @@ class ConfluentSink:
 
     def close(self) -> None:
         """Flush and close; an open transaction is aborted, not committed."""
+        self._txn_thread.shutdown(wait=False)
         if self._in_transaction and self._fatal is None:
             self._in_transaction = False
             try:

@@ -40,7 +40,7 @@ from typing import Any
 import msgspec
 
 from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition, send_many
-from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
+from connectors.exceptions import OutputsLostError, StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog
@@ -55,6 +55,8 @@ from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_sna
 logger = logging.getLogger(__name__)
 
 LearnerFactory = Callable[[], Learner]
+#: rewinds to the last snapshot after lost outputs, in a row, before the pipeline gives up
+MAX_REWINDS = 5
 
 
 @dataclass
@@ -137,6 +139,7 @@ class Pipeline:
         self._dirty = False
         self._outputs_open = False
         self._halted: str | None = None
+        self._logged_alert_id = -1
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
@@ -158,7 +161,12 @@ class Pipeline:
         latest = self.store.load_latest(self.name)
         if latest is None:
             logger.info("pipeline=%s no snapshot, starting fresh", self.name)
-            self._plan_replay({})
+            self._start_fresh()
+            # outputs committed before any snapshot (a crash before the first one) are
+            # replayed from the start of those partitions, not skipped
+            ahead = self._plan_replay({})
+            if ahead:
+                self.source.seek(dict.fromkeys(ahead, 0))
             self.publish(force=True)
             return False
         version, blob = latest
@@ -216,17 +224,33 @@ class Pipeline:
                 self.name, version, header.kernels, numeric_kernels(),
             )
 
-    def _plan_replay(self, snapshot_offsets: dict[TopicPartition, int]) -> None:
+    def _start_fresh(self) -> None:
+        self.learner = self._factory()
+        self.metrics = Prequential(self.settings.rolling_window)
+        self.monitor = self._new_monitor()
+        self.offsets = {}
+        self.model_version = 0
+        self.next_alert_id = 0
+        self.counters = Counters()
+        self.snapshot_version = None
+        self.drift_points = []
+        self._pending = []
+        self._batch_x = []
+        self._drifted = False
+        self._last_checkpoint_events = 0
+
+    def _plan_replay(self, snapshot_offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Outputs of records the committed transactions already cover are not sent again."""
         committed = getattr(self.source, "committed", None)
         if not self._transactional or not callable(committed):
-            return
+            return {}
         ahead = {
             tp: off for tp, off in committed().items() if off > snapshot_offsets.get(tp, 0)
         }
         if ahead:
             logger.info("pipeline=%s replaying silently up to the published offsets %s", self.name, ahead)
         self._replay_until = ahead
+        return ahead
 
     # ------------------------------------------------------------------- loop
 
@@ -236,18 +260,39 @@ class Pipeline:
         An error stops the loop with no checkpoint: the last good snapshot stays the truth.
         """
         stop = stop or threading.Event()
-        while not stop.is_set() and self._halted is None:
-            limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
-            if max_events is not None:
-                remaining = max_events - self.counters.events
-                if remaining <= 0:
-                    break
-                limit = min(limit, remaining)
-            self.step(limit)
-        if self._halted is not None:
-            raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
-        self._final_checkpoint()
+        rewinds = 0
+        while True:
+            try:
+                while not stop.is_set() and self._halted is None:
+                    limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
+                    if max_events is not None:
+                        remaining = max_events - self.counters.events
+                        if remaining <= 0:
+                            break
+                        limit = min(limit, remaining)
+                    self.step(limit)
+                if self._halted is not None:
+                    raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
+                self._final_checkpoint()
+                break
+            except OutputsLostError as exc:
+                rewinds += 1
+                if rewinds > MAX_REWINDS:
+                    raise PipelineError(f"pipeline {self.name!r}: outputs lost {rewinds} times in a row: {exc}") from exc
+                self._rewind(exc)
         self.publish(force=True)
+
+    def _rewind(self, exc: OutputsLostError) -> None:
+        """The open transaction's outputs are gone (the broker restarted under it): go back to
+        the last snapshot and replay, as a restarted worker would, in this process."""
+        logger.warning("pipeline=%s outputs of the open transaction lost (%s): back to the last snapshot", self.name, exc)
+        self._outputs_open = False
+        read = set(self.offsets)
+        self.restore()
+        # partitions first read after that snapshot are read again from their start
+        unread = {tp: 0 for tp in read if tp not in self.offsets}
+        if unread:
+            self.source.seek(unread)
 
     def _final_checkpoint(self) -> None:
         # a store that is down at the end is waited for, within bounds: stopping without
@@ -444,7 +489,9 @@ class Pipeline:
         )
         self.next_alert_id += 1
         self.drift_points.append(found.event_index)
-        self.alerts.append(alert)
+        if alert.id > self._logged_alert_id:  # not again when replaying after a rewind
+            self.alerts.append(alert)
+            self._logged_alert_id = alert.id
         if self._replaying(rec):
             return
         self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
