@@ -10,7 +10,6 @@ exactly once.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
 import time
@@ -53,7 +52,7 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "acks": "all"}
 
 #: how long past its own timeout a transactional call may take before the producer is given up
-_TXN_CALL_GRACE_S = 15.0
+_TXN_CALL_GRACE_S = 5.0
 
 _FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
@@ -81,6 +80,31 @@ def _as_connector_error(exc: BaseException, what: str) -> ConnectorError:
     if err is not None and err.code() in _FENCED_CODES:
         return ProducerFencedError(f"{what}: producer fenced by another with the same transactional id: {err.str()}")
     return ConnectorError(f"{what}: {exc}")
+
+
+def _bounded(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, what: str) -> Any:
+    """``fn(*args)`` on a daemon thread, waited for at most ``timeout_s`` (TimeoutError past it).
+
+    A daemon thread, so that a call that never returns cannot hold the process at exit.
+    """
+    done = threading.Event()
+    out: list[Any] = []
+
+    def call() -> None:
+        try:
+            out.append((True, fn(*args)))
+        except BaseException as exc:  # handed to the caller below
+            out.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name=f"kafka-txn {what}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(what)
+    ok, value = out[0]
+    if ok:
+        return value
+    raise value
 
 
 def _in_order(records: list[Record]) -> bool:
@@ -389,8 +413,7 @@ class ConfluentSink:
         self._generation = 0
         self._unpolled = 0
         self._in_transaction = False
-        self._txn_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
-        self._abandoned: list[tuple[Producer, concurrent.futures.ThreadPoolExecutor]] = []
+        self._abandoned: list[Producer] = []
         self._producer = self._new_producer()
         if self.transactional:
             self._call(self._producer.init_transactions, "initialising transactions")
@@ -435,10 +458,9 @@ class ConfluentSink:
         deadline = time.monotonic() + self.transaction_timeout_s
         while True:
             budget = max(0.1, deadline - time.monotonic())
-            future = self._txn_thread.submit(fn, *args, budget)
             try:
-                return future.result(timeout=budget + _TXN_CALL_GRACE_S)
-            except concurrent.futures.TimeoutError:
+                return _bounded(fn, (*args, budget), budget + _TXN_CALL_GRACE_S, what)
+            except TimeoutError:
                 self._replace_wedged(what)
                 msg = f"{what}: no answer within {budget + _TXN_CALL_GRACE_S:.0f} s; the transaction is lost"
                 raise OutputsLostError(msg) from None
@@ -467,10 +489,9 @@ class ConfluentSink:
         with self._error_lock:
             self._generation += 1
             self._error = self._fatal = None
-        # the old producer may be blocked inside a call on the old helper thread: it is
-        # left to that thread rather than closed under it
-        self._abandoned.append((self._producer, self._txn_thread))
-        self._txn_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-txn")
+        # the old producer may still be blocked inside a call on a helper thread: it is
+        # kept, not closed under that call
+        self._abandoned.append(self._producer)
         self._in_transaction = False
         self._producer = self._new_producer()
         self._call(self._producer.init_transactions, "initialising transactions")
@@ -629,7 +650,6 @@ class ConfluentSink:
 
     def close(self) -> None:
         """Flush and close; an open transaction is aborted, not committed."""
-        self._txn_thread.shutdown(wait=False)
         if self._in_transaction and self._fatal is None:
             self._in_transaction = False
             try:
