@@ -108,7 +108,7 @@ def _bounded(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, wh
 
 
 def _in_order(records: list[Record]) -> bool:
-    """Whether the records already run by (topic, partition, offset), as one partition's do."""
+    """Whether the records are one partition's, in offset order (the common poll)."""
     first = records[0]
     topic, partition = first.topic, first.partition
     offset = first.offset
@@ -257,13 +257,18 @@ class ConfluentSource:
                     tuple(headers) if headers else (),
                 )
             )
-        if len(records) > 1 and not _in_order(records):
+        one_partition = not records or _in_order(records)
+        if not one_partition:
             records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         if records:
             self._contact.ok()
             with self._lock:
-                for r in records:
-                    self._positions[(r.topic, r.partition)] = r.offset + 1
+                if one_partition:
+                    last = records[-1]
+                    self._positions[(last.topic, last.partition)] = last.offset + 1
+                else:
+                    for r in records:
+                        self._positions[(r.topic, r.partition)] = r.offset + 1
         elif self._contact.probe_due():
             self._probe()
         return records

@@ -140,6 +140,8 @@ class Pipeline:
         self._outputs_open = False
         self._halted: str | None = None
         self._logged_alert_id = -1
+        #: rewinds after lost outputs since the last committed transaction
+        self._rewinds = 0
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
@@ -260,7 +262,6 @@ class Pipeline:
         An error stops the loop with no checkpoint: the last good snapshot stays the truth.
         """
         stop = stop or threading.Event()
-        rewinds = 0
         while True:
             try:
                 while not stop.is_set() and self._halted is None:
@@ -276,9 +277,9 @@ class Pipeline:
                 self._final_checkpoint()
                 break
             except OutputsLostError as exc:
-                rewinds += 1
-                if rewinds > MAX_REWINDS:
-                    raise PipelineError(f"pipeline {self.name!r}: outputs lost {rewinds} times in a row: {exc}") from exc
+                self._rewinds += 1
+                if self._rewinds > MAX_REWINDS:
+                    raise PipelineError(f"pipeline {self.name!r}: outputs lost {self._rewinds} times in a row: {exc}") from exc
                 self._rewind(exc)
         self.publish(force=True)
 
@@ -518,6 +519,7 @@ class Pipeline:
     def _commit_outputs(self) -> None:
         """Commit the open transaction: the outputs so far with the offsets they cover."""
         self.sink.commit_transaction(dict(self.offsets), self.source)
+        self._rewinds = 0
         self._outputs_open = False
         self._last_commit_at = self._clock()
 

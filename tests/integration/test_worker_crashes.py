@@ -270,11 +270,11 @@ def test_a_ten_second_redis_outage_mid_stream_changes_nothing(tmp_path, kafka_bo
         store.close()
 
 
-@pytest.mark.parametrize("kill", [False, True], ids=["stop", "sigkill"])
-def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique_name, kill):
+def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique_name):
+    """The broker SIGKILLed under an open transaction and started again on its data."""
     from connectors import services
 
-    learner, n, every = "driftmoe", 60_000, 10_000
+    learner, n, every = "driftmoe", 40_000, 10_000
     state_dir = tmp_path / "kafka-state"
     kafka = services.up_kafka(state_dir)
     try:
@@ -287,7 +287,7 @@ def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique
         worker = _worker(env, n, log)
         try:
             _wait(lambda: _events_seen(store, name) >= every, 300, "a first snapshot", worker, log)
-            assert services.restart_kafka(state_dir, kill=kill, down_s=3.0) == kafka
+            assert services.restart_kafka(state_dir, kill=True, down_s=3.0) == kafka
             assert worker.wait(600) == 0, log.read_text()[-3000:]
         finally:
             worker.kill()
