@@ -68,7 +68,7 @@ def _until(what, check, timeout_s=120.0):
 class _Hook(BaseHTTPRequestHandler):
     got: list[dict] = []  # noqa: RUF012 - one receiver per test
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         type(self).got.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
         self.send_response(204)
         self.end_headers()
