@@ -3,8 +3,18 @@
 ``FeatureSpace`` keeps one column per numeric (or bool) feature and one per ``name=value``
 pair of a string feature (or one per hash bucket when ``hash_dim`` is set). Columns are
 appended in first-seen order, so two runs over the same stream build the same space.
-Numeric columns are standardised with running (Welford/Chan) statistics kept in float64;
-a missing numeric feature is imputed with its mean, i.e. 0 after standardising.
+With ``width`` set, at most that many features get a column of their own: features first
+seen after that are hashed (crc32 of the name, or of ``name=value``) into ``hash_buckets``
+shared columns, so the space, its statistics and every model weight on it stay bounded
+whatever the vocabulary (bags of words, one-hot ids).
+
+Numeric columns are standardised with running (Welford/Chan) statistics kept in float64.
+A column present in at least half of the rows learned is dense: a missing value is imputed
+with its mean, i.e. 0 after standardising. A column present in fewer rows is sparse (a
+word, an id): missing means 0, and a present value is divided by the root mean square of
+its present values without centring, so absence stays 0 and a row costs only the features
+it holds (centring would turn a word that is always 1 when present into a constant 0).
+``transform_sparse`` gives the standardised rows as CSR coordinates for sparse first layers.
 
 ``LabelSpace`` maps labels to ``0..C-1`` in first-seen order.
 """
@@ -26,7 +36,7 @@ CLIP_SD = 10.0
 # a categorical-key cache bigger than this is dropped: with hashing the key set is unbounded
 _HASH_CACHE_MAX = 200_000
 
-_NUM, _CAT, _HASH = 0, 1, 2
+_NUM, _CAT, _HASH, _OVER = 0, 1, 2, 3
 # value types taken by the vectorised path (exact types: subclasses go item by item)
 _PLAIN_NUMBERS = frozenset({float, int, bool})
 _PLAIN_VALUES = _PLAIN_NUMBERS | {str}
@@ -44,20 +54,47 @@ class FeatureSpace:
     hash_dim
         When set, string features are hashed (crc32 of ``name=value``) into this many
         buckets instead of one column per category, bounding the width of the space.
+    width
+        At most this many named columns (numeric features and ``name=value`` pairs); those
+        first seen later share ``hash_buckets`` hashed columns (default: ``width``). None:
+        unbounded.
     """
 
-    def __init__(self, standardize: bool = True, hash_dim: int | None = None) -> None:
+    def __init__(
+        self,
+        standardize: bool = True,
+        hash_dim: int | None = None,
+        width: int | None = None,
+        hash_buckets: int | None = None,
+    ) -> None:
         if hash_dim is not None and hash_dim < 1:
             raise ValueError(f"hash_dim must be a positive integer or None, got {hash_dim!r}")
+        if width is not None and width < 1:
+            raise ValueError(f"width must be a positive integer or None, got {width!r}")
+        if hash_buckets is not None and hash_buckets < 1:
+            raise ValueError(f"hash_buckets must be a positive integer or None, got {hash_buckets!r}")
         self.standardize = standardize
         self.hash_dim = hash_dim
+        self.width = width
+        self.hash_buckets = hash_buckets
         self._reset()
+
+    @property
+    def _buckets(self) -> int:
+        return self.hash_buckets or self.width or 1
 
     def _reset(self) -> None:
         self._num_index: dict[str, int] = {}
         self._cat_index: dict[tuple[str, str], int] = {}
         self._hash_index: dict[int, int] = {}
-        # (name, value) -> bucket; a cache only, rebuilt on demand, never in the state
+        # overflow bucket -> column, for features first seen once ``width`` were named
+        self._over_index: dict[int, int] = {}
+        self._named = 0
+        # rows learned, against which a column's presence is measured
+        self._rows = 0
+        # (name, value) -> bucket, and numeric name -> its overflow column: caches only,
+        # rebuilt on demand, never in the state
+        self._over_cache: dict[str, int] = {}
         self._bucket_cache: dict[tuple[str, str], int] = {}
         self._names: list[str] = []
         self._kinds: list[int] = []
@@ -74,6 +111,11 @@ class FeatureSpace:
     @property
     def dim(self) -> int:
         return len(self._names)
+
+    @property
+    def has_overflow(self) -> bool:
+        """Some features share hashed overflow columns (so a row may hit one twice)."""
+        return bool(self._over_index)
 
     @property
     def columns(self) -> list[str]:
@@ -107,27 +149,44 @@ class FeatureSpace:
         self._keys.append(key)
         return col
 
-    def _bucket(self, name: str, value: str) -> int:
-        key = (name, value)
+    def _bucket(self, name: str, value: str | None, modulus: int) -> int:
+        key = (name, value, modulus)
         b = self._bucket_cache.get(key)
         if b is None:
-            assert self.hash_dim is not None
             # crc32, not hash(): Python's string hash is salted per process
-            b = zlib.crc32(f"{name}={value}".encode()) % self.hash_dim
+            text = name if value is None else f"{name}={value}"
+            b = zlib.crc32(text.encode()) % modulus
             if len(self._bucket_cache) >= _HASH_CACHE_MAX:
                 self._bucket_cache.clear()
             self._bucket_cache[key] = b
         return b
+
+    def _full(self) -> bool:
+        return self.width is not None and self._named >= self.width
+
+    def _overflow_column(self, name: str, value: str | None, grow: bool) -> int:
+        """The shared hashed column of a feature first seen after ``width`` were named."""
+        b = self._bucket(name, value, self._buckets)
+        col = self._over_index.get(b)
+        if col is None:
+            if not grow:
+                return -1
+            col = self._add_column(f"overflow_{b}", _OVER, b)
+            self._over_index[b] = col
+        return col
 
     def _numeric_column(self, name: str, grow: bool, row: int) -> int:
         col = self._num_index.get(name)
         if col is None:
             if not isinstance(name, str):
                 raise InvalidInputError(f"X[{row}]: feature names must be strings, got {name!r}")
+            if self._full():
+                return self._overflow_column(name, None, grow)
             if not grow:
                 return -1
             col = self._add_column(name, _NUM, name)
             self._num_index[name] = col
+            self._named += 1
         return col
 
     def _column(self, name: str, value: str, grow: bool, row: int) -> int:
@@ -135,7 +194,7 @@ class FeatureSpace:
         if not isinstance(name, str):
             raise InvalidInputError(f"X[{row}]: feature names must be strings, got {name!r}")
         if self.hash_dim is not None:
-            b = self._bucket(name, value)
+            b = self._bucket(name, value, self.hash_dim)
             col = self._hash_index.get(b)
             if col is None:
                 if not grow:
@@ -146,10 +205,13 @@ class FeatureSpace:
         ckey = (name, value)
         col = self._cat_index.get(ckey)
         if col is None:
+            if self._full():
+                return self._overflow_column(name, value, grow)
             if not grow:
                 return -1
             col = self._add_column(f"{name}={value}", _CAT, [name, value])
             self._cat_index[ckey] = col
+            self._named += 1
         return col
 
     def _scatter(
@@ -174,10 +236,15 @@ class FeatureSpace:
             kind, key = self._kinds[col], self._keys[col]
             if kind == _NUM:
                 del self._num_index[key]
+                self._named -= 1
             elif kind == _CAT:
                 del self._cat_index[(key[0], key[1])]
+                self._named -= 1
+            elif kind == _OVER:
+                del self._over_index[key]
             else:
                 del self._hash_index[key]
+        self._over_cache = {k: c for k, c in self._over_cache.items() if c < dim}
         del self._names[dim:], self._kinds[dim:], self._keys[dim:]
         self._count[dim:] = 0.0
         self._mean[dim:] = 0.0
@@ -199,6 +266,45 @@ class FeatureSpace:
         if not _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
             return None
         return keys, rows
+
+    def _ragged_block(
+        self, X: Sequence[Any], grow: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Coordinates of plain dicts of plain numbers whose keys differ from row to row (bags
+        of words, sparse ids): one pass over all items, no per-row numpy call. None when a
+        row is anything else."""
+        if not all(type(x) is dict for x in X):
+            return None
+        vals_l = list(itertools.chain.from_iterable(x.values() for x in X))
+        if not _PLAIN_NUMBERS.issuperset(map(type, vals_l)):
+            return None
+        keys = list(itertools.chain.from_iterable(X))
+        lens = np.fromiter(map(len, X), np.int64, len(X))
+        rows = np.repeat(np.arange(len(X), dtype=np.int64), lens)
+        get, over = self._num_index.get, self._over_cache
+        cols = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
+        miss = np.flatnonzero(cols < 0)
+        if miss.size:
+            # features past the width: their overflow columns, cached by name
+            oget = over.get
+            cols[miss] = np.fromiter((oget(keys[p], -1) for p in miss.tolist()), np.int64, miss.size)
+        for p in miss[cols[miss] < 0].tolist():
+            k = keys[p]
+            col = self._numeric_column(k, grow, int(rows[p]))
+            if col >= 0 and self._kinds[col] == _OVER:
+                if len(over) >= _HASH_CACHE_MAX:
+                    over.clear()
+                over[k] = col
+            cols[p] = col
+        vals = np.array(vals_l, dtype=np.float64)
+        bad = ~np.isfinite(vals)
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(f"X[{rows[p]}][{keys[p]!r}] must be finite, got {vals[p]!r}")
+        keep = cols >= 0
+        if not keep.all():
+            return rows[keep], cols[keep], vals[keep]
+        return rows, cols, vals
 
     def _numeric_block(
         self, keys: Sequence[Any], idx: list[int], rows: list[list[Any]], grow: bool
@@ -226,8 +332,10 @@ class FeatureSpace:
         if uniform is not None:
             keys, rows = uniform
             r, c, v = self._numeric_block(keys, list(range(len(X))), rows, grow)
-            kinds = np.asarray(self._kinds, dtype=np.int8)
-            return r, c, v, kinds[c] == _NUM
+            return r, c, v, self._scaled(c)
+        ragged = self._ragged_block(X, grow) if len(X) > 1 else None
+        if ragged is not None:
+            return (*ragged, self._scaled(ragged[1]))
         # Rows sharing one schema (same keys in the same order, each value a plain number or
         # a str) take a vectorised path; anything else (numpy scalars, bad values) goes item
         # by item.
@@ -310,19 +418,25 @@ class FeatureSpace:
         r_all = np.concatenate(rs)
         c_all = np.concatenate(cs)
         v_all = np.concatenate(vs)
-        kinds = np.asarray(self._kinds, dtype=np.int8)
-        is_num = kinds[c_all] == _NUM if c_all.size else np.zeros(0, dtype=bool)
-        return r_all, c_all, v_all, is_num
+        return r_all, c_all, v_all, self._scaled(c_all)
+
+    def _scaled(self, c: np.ndarray) -> np.ndarray:
+        """Which coordinates hold numbers to standardise (not one-hot or hashed categories)."""
+        if c.size == 0:
+            return np.zeros(0, dtype=bool)
+        kinds = np.asarray(self._kinds, dtype=np.int8)[c]
+        return (kinds == _NUM) | (kinds == _OVER)
 
     # ------------------------------------------------------------------ API
     def update(self, X: Sequence[Mapping[str, Any]]) -> None:
         """Learn the running statistics of ``X`` and add the columns it introduces."""
         if not X:
             return
-        _, c, v, is_num = self._scatter(X, grow=True)
-        self._fold(c, v, is_num)
+        r, c, v, is_num = self._scatter(X, grow=True)
+        self._fold(len(X), c, v, is_num)
 
-    def _fold(self, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> None:
+    def _fold(self, n_rows: int, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> None:
+        self._rows += n_rows
         c, v = c[is_num], v[is_num]
         if c.size == 0:
             return
@@ -353,7 +467,14 @@ class FeatureSpace:
         var = self._m2[:d] / np.maximum(n, 1.0)
         # a constant (or once-seen) feature carries no scale information: leave it unscaled
         sd = np.where(var > 1e-12, np.sqrt(var), 1.0)
-        return self._mean[:d].copy(), 1.0 / sd
+        shift, scale = self._mean[:d].copy(), 1.0 / sd
+        sparse = 2.0 * n < self._rows
+        if sparse.any():
+            # absent in most rows: no centring (absence stays 0), scale by the root mean square
+            ms = var[sparse] + self._mean[:d][sparse] ** 2
+            shift[sparse] = 0.0
+            scale[sparse] = 1.0 / np.where(ms > 1e-12, np.sqrt(ms), 1.0)
+        return shift, scale
 
     def transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """``X`` as an ``(len(X), dim)`` float32 matrix; never changes the space."""
@@ -373,20 +494,63 @@ class FeatureSpace:
             return None
         return memo[2]
 
-    def _dense(
-        self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
-    ) -> np.ndarray:
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        if c.size == 0:
-            return out
+    def _values(self, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> np.ndarray:
+        """The standardised values of coordinates ``(c, v)``."""
         shift, scale = self._shift_scale()
         z = v.copy()
         zn = (v[is_num] - shift[c[is_num]]) * scale[c[is_num]]
         if self.standardize:
             np.clip(zn, -CLIP_SD, CLIP_SD, out=zn)
         z[is_num] = zn
-        out[r, c] = z
+        return z
+
+    def _dense(
+        self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
+    ) -> np.ndarray:
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        if c.size == 0:
+            return out
+        z = self._values(c, v, is_num)
+        if self._over_index:
+            # two features of a row may share an overflow bucket: they add up
+            np.add.at(out, (r, c), z.astype(np.float32))
+        else:
+            out[r, c] = z
         return out
+
+    def _csr(
+        self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        z = self._values(c, v, is_num).astype(np.float32)
+        if r.size > 1 and (r[1:] < r[:-1]).any():
+            order = np.argsort(r, kind="stable")
+            r, c, z = r[order], c[order], z[order]
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.bincount(r, minlength=n), out=indptr[1:])
+        return indptr, c, z
+
+    def transform_sparse(
+        self, X: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``X`` standardised as CSR ``(indptr, columns, float32 values)``, rows in order and
+        each row's entries in its item order; never changes the space. Unknown features
+        are dropped; a feature sharing an overflow bucket appears once per feature."""
+        if not X or self.dim == 0:
+            return np.zeros(len(X) + 1, dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        coords = self._scatter(X, grow=False)
+        if coords[1].size == sum(map(len, X)):
+            self._memo = (list(X), self.dim, coords)
+        return self._csr(len(X), *coords)
+
+    def update_and_transform_sparse(
+        self, X: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``update_and_transform``, as CSR coordinates (see ``transform_sparse``)."""
+        if not X:
+            return np.zeros(1, dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        coords = self._recall(X) or self._scatter(X, grow=True)
+        self._fold(len(X), *coords[1:])
+        return self._csr(len(X), *coords)
 
     def update_and_transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
         """Learn from ``X``, then return it transformed with the updated statistics.
@@ -398,7 +562,7 @@ class FeatureSpace:
         if not X:
             return np.zeros((0, self.dim), dtype=np.float32)
         coords = self._recall(X) or self._scatter(X, grow=True)
-        self._fold(*coords[1:])
+        self._fold(len(X), *coords[1:])
         return self._dense(len(X), *coords)
 
     # ------------------------------------------------------------------ state
@@ -407,6 +571,9 @@ class FeatureSpace:
         return {
             "standardize": self.standardize,
             "hash_dim": self.hash_dim,
+            "width": self.width,
+            "hash_buckets": self.hash_buckets,
+            "rows": self._rows,
             "names": list(self._names),
             "kinds": list(self._kinds),
             "keys": [list(k) if isinstance(k, list) else k for k in self._keys],
@@ -419,6 +586,9 @@ class FeatureSpace:
         self.standardize = bool(state["standardize"])
         hd = state["hash_dim"]
         self.hash_dim = None if hd is None else int(hd)
+        width, buckets = state.get("width"), state.get("hash_buckets")
+        self.width = None if width is None else int(width)
+        self.hash_buckets = None if buckets is None else int(buckets)
         self._reset()
         count = np.asarray(state["count"], dtype=np.float64)
         mean = np.asarray(state["mean"], dtype=np.float64)
@@ -427,15 +597,21 @@ class FeatureSpace:
             kind = int(kind)
             if kind == _NUM:
                 self._num_index[str(key)] = self._add_column(str(name), kind, str(key))
+                self._named += 1
             elif kind == _CAT:
                 k, v = key
                 self._cat_index[(k, v)] = self._add_column(str(name), kind, [k, v])
+                self._named += 1
+            elif kind == _OVER:
+                self._over_index[int(key)] = self._add_column(str(name), kind, int(key))
             else:
                 self._hash_index[int(key)] = self._add_column(str(name), kind, int(key))
         d = self.dim
         self._count[:d] = count
         self._mean[:d] = mean
         self._m2[:d] = m2
+        # states written before presence was counted: every column counts as dense
+        self._rows = int(state.get("rows", int(count.max()) if count.size else 0))
 
 
 class LabelSpace:

@@ -90,16 +90,55 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--events", type=int, help="stop after this many events")
     worker.set_defaults(func=cmd_worker)
 
+    serve = sub.add_parser("serve", help="a read replica: serve pipelines' latest snapshots from Redis over HTTP, learning nothing (REDIS_URL, DRIFTLINE_SNAPSHOT_KEY)")
+    serve.add_argument("--pipelines", required=True, help="comma-separated pipeline names to serve, e.g. a,b")
+    serve.add_argument("--host", dest="http_host", help="HTTP address [127.0.0.1]")
+    serve.add_argument("--port", dest="http_port", type=int, help="HTTP port, 0 for any free one [8000]")
+    serve.add_argument("--poll", dest="replica_poll_s", type=float, help="check Redis for a newer snapshot this often, in seconds, besides PUBLISH [2]")
+    serve.set_defaults(func=cmd_serve)
+
     services = sub.add_parser("services", help="local Apache Kafka and Redis without Docker")
     services.add_argument("action", choices=["up", "down", "status"])
     services.add_argument("--state-dir", type=Path, help="where the services keep their data and PIDs")
     services.set_defaults(func=cmd_services)
 
-    produce = sub.add_parser("produce", help="send JSON-lines events (from a file or stdin) to a Kafka topic")
-    produce.add_argument("file", nargs="?", type=argparse.FileType("rb"), default=sys.stdin.buffer, help="JSON lines [stdin]")
-    produce.add_argument("--topic", default="events", help="topic [events]")
+    from stream.synth import DRIFT_TYPES, GENERATORS
+
+    produce = sub.add_parser(
+        "produce",
+        help="send events to a Kafka topic: a seeded drifting stream (--stream), a CSV or JSON-lines file, or stdin",
+    )
+    produce.add_argument("file", nargs="?", type=Path, help="events file: .csv, .jsonl/.json (JSON lines), or - for JSON lines on stdin [stdin]")
+    produce.add_argument("--topic", default="events", help="topic, created if missing [events]")
     produce.add_argument("--bootstrap-servers", help="Kafka address [env KAFKA_BOOTSTRAP_SERVERS]")
+    produce.add_argument("--stream", choices=GENERATORS, help="generate a seeded synthetic stream instead of reading a file")
+    produce.add_argument("--drift", choices=DRIFT_TYPES, default="sudden", help="concept drift of --stream [sudden]")
+    produce.add_argument("--drift-every", type=int, default=10_000, help="events between concept changes [10000]")
+    produce.add_argument("--drift-width", type=int, default=1000, help="events a gradual change takes [1000]")
+    produce.add_argument("--imbalance", type=float, help="share of class 0, e.g. 0.9 (default: the generator's own)")
+    produce.add_argument("--noise", type=float, default=0.0, help="share of labels flipped [0]")
+    produce.add_argument("--events", type=int, default=100_000, help="events to generate with --stream [100000]")
+    produce.add_argument("--seed", type=int, default=0, help="seed of --stream [0]")
+    produce.add_argument("--rate", type=float, default=0.0, help="send at most N events/s (0: as fast as possible)")
+    produce.add_argument("--label-column", help="file: the column (CSV) or field (JSON lines with flat rows) holding the label")
+    produce.add_argument("--id-column", help="file: the column holding the event id (default: the line number)")
     produce.set_defaults(func=cmd_produce)
+
+    predict = sub.add_parser("predict", help="ask a running worker or replica for one prediction")
+    predict.add_argument("features", nargs="+", help="a JSON object, or name=value pairs")
+    predict.add_argument("--model", default="default", help="model (pipeline) name [default]")
+    predict.add_argument("--url", default=os.environ.get("DRIFTLINE_URL", "http://127.0.0.1:8000"), help="API address [env DRIFTLINE_URL or http://127.0.0.1:8000]")
+    predict.add_argument("--api-key", default=os.environ.get("DRIFTLINE_API_KEY"), help="bearer token [env DRIFTLINE_API_KEY]")
+    predict.set_defaults(func=cmd_predict)
+
+    alerts = sub.add_parser("alerts", help="print the alert history from Redis; --follow prints new revisions as they come")
+    alerts.add_argument("--follow", "-f", action="store_true", help="keep printing new alert revisions")
+    alerts.add_argument("--pipeline", help="only this pipeline's alerts")
+    alerts.add_argument("--min-severity", choices=("low", "medium", "high", "critical"), help="only alerts at least this severe")
+    alerts.add_argument("--json", action="store_true", help="one JSON object per line")
+    alerts.add_argument("--redis-url", help="Redis [env REDIS_URL]")
+    alerts.add_argument("--max", type=int, help="stop after printing this many revisions")
+    alerts.set_defaults(func=cmd_alerts)
 
     learners = sub.add_parser("learners", help="list the learners that may be named in configuration")
     learners.set_defaults(func=cmd_learners)
@@ -115,7 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     settings = _settings(args, snapshot_dir=args.state_dir / "snapshots")
     embedded = build_embedded(settings, sea_stream(args.events, settings.seed, args.drift_every), rate=args.rate)
-    return _run_loop(embedded.pipeline, settings, args, embedded.feeder)
+    return _run_loop(embedded.pipeline, settings, args, embedded.feeder, log=embedded.log)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -141,6 +180,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream.service import serve_replica
+
+    names = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    if not names:
+        console.print("[bold red]error:[/] --pipelines: name at least one pipeline, e.g. --pipelines default")
+        return 2
+    for name in names:
+        load_settings(pipeline=name)  # the same rule as a pipeline's own name
+    settings = load_settings(http_host=args.http_host, http_port=args.http_port, replica_poll_s=args.replica_poll_s)
+    stop = _stop_on_signals()
+    server, replica = serve_replica(settings, names)
+    console.print(f"HTTP API on http://{server.host}:{server.port}  (replica of {', '.join(names)}; GET /readyz, /v1/models; POST /v1/models/<name>/predict)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    console.print(f"stopped: {replica.swaps} snapshot(s) served, {replica.refused} refused")
+    return 0
+
+
 def _stop_on_signals() -> threading.Event:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -156,6 +217,7 @@ def _run_loop(
     *,
     stop: threading.Event | None = None,
     runner: Any = None,
+    log: Any = None,
 ) -> int:
     from stream.service import serve
     from stream.ui import StatusLine
@@ -180,7 +242,7 @@ def _run_loop(
 
     server = None
     if not args.no_http:
-        server = serve(pipeline, settings)
+        server = serve(pipeline, settings, log=log)
         console.print(f"HTTP API on http://{server.host}:{server.port}  (GET /healthz, /v1/models, /v1/alerts; POST /v1/models/{pipeline.name}/predict)")
     console.print(f"learner {settings.learner} · detector {settings.detector} · batch {settings.batch_size} · Ctrl-C stops after a final checkpoint")
     if feeder is not None:
@@ -198,12 +260,13 @@ def _run_loop(
             feeder.stop()
         if server is not None:
             server.stop()
+        pipeline.alerts.close()
     elapsed = time.monotonic() - started
     m = pipeline.metrics.summary()
     c = pipeline.counters
     console.print(
         f"final: {c.events:,} events in {elapsed:.1f}s ({c.events / max(elapsed, 1e-9):,.0f}/s) · "
-        f"accuracy {m['accuracy']:.4f} · kappa {m['kappa']:.4f} · {pipeline.alerts.total} drift alert(s) · "
+        f"accuracy {m['accuracy']:.4f} · kappa {m['kappa']:.4f} · {pipeline.alerts.total} alert(s) · "
         f"{c.dead_letters} dead letter(s) · snapshot v{pipeline.snapshot_version}"
     )
     if args.summary_json:
@@ -240,33 +303,125 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from connectors.kafka import KafkaSink
-    from stream.events import decode_event
-    from stream.exceptions import EventError
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from connectors.kafka import KafkaAdmin, KafkaSink
+    from stream.producer import file_events, stream_events
 
     settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)
     if not settings.kafka_bootstrap_servers:
         console.print("[bold red]error:[/] --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required (`driftline services up` starts a local broker)")
         return 2
-    sink = KafkaSink(settings.kafka_bootstrap_servers)
+    if args.stream:
+        events, total = stream_events(args), args.events
+    else:
+        events, total = file_events(args.file, label_column=args.label_column, id_column=args.id_column), None
+    # a topic that does not exist yet: create it, rather than leave the client to complain
+    admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
+    try:
+        admin.wait_ready(timeout_s=30)
+        admin.create_topics([args.topic], 1)
+    finally:
+        admin.close()
+    sink = KafkaSink(settings.kafka_bootstrap_servers, options=settings.kafka_options)
     sent = rejected = 0
-    for n, line in enumerate(args.file, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            event = decode_event(line)
-        except EventError as exc:
-            # refuse here rather than fill the worker's dead-letter topic with typos
-            console.print(f"line {n}: not sent: {exc.reason}")
-            rejected += 1
-            continue
-        sink.send(args.topic, line, key=event.key.encode() if event.key else None)
-        sent += 1
+    started = time.monotonic()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} ev/s"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal and total is None) as bar:
+        task = bar.add_task(f"→ {args.topic}", total=total, rate="0")
+        for item in events:
+            if isinstance(item, str):
+                console.print(item)  # a line the contract refuses: said, not sent
+                rejected += 1
+                continue
+            value, key = item
+            if args.rate > 0:
+                delay = started + sent / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            sink.send(args.topic, value, key=key)
+            sent += 1
+            if sent % 500 == 0:
+                bar.update(task, completed=sent, rate=f"{sent / max(time.monotonic() - started, 1e-9):,.0f}")
+        bar.update(task, completed=sent, rate=f"{sent / max(time.monotonic() - started, 1e-9):,.0f}")
     sink.flush()
     sink.close()
-    console.print(f"sent {sent} event(s) to {args.topic}" + (f", {rejected} rejected" if rejected else ""))
+    console.print(f"sent {sent:,} event(s) to {args.topic}" + (f", {rejected} rejected" if rejected else ""), soft_wrap=True)
     return 1 if rejected else 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from stream.producer import parse_features
+
+    try:
+        x = parse_features(args.features)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    url = f"{args.url.rstrip('/')}/v1/models/{args.model}/predict"
+    headers = {"content-type": "application/json"}
+    if args.api_key:
+        headers["authorization"] = f"Bearer {args.api_key}"
+    req = urllib.request.Request(url, data=json.dumps({"x": x}).encode(), headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")
+        console.print(f"[bold red]error:[/] {exc.code} from {url}: {detail}")
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        console.print(f"[bold red]error:[/] nothing answers at {args.url} ({exc}); is a worker or replica running?")
+        return 1
+    console.print_json(json.dumps(body))
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from connectors.redis_alerts import RedisAlertStream
+    from stream.alerts import severity_rank
+    from stream.ui import describe_alert
+
+    settings = load_settings(redis_url=args.redis_url)
+    if not settings.redis_url:
+        console.print("[bold red]error:[/] --redis-url or REDIS_URL is required: alerts are kept in Redis by the worker")
+        return 2
+    stream = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    rank = severity_rank(args.min_severity) if args.min_severity else 0
+    stop = _stop_on_signals()
+    printed = 0
+
+    def show(alert: Any) -> bool:
+        nonlocal printed
+        if args.pipeline and alert.pipeline != args.pipeline:
+            return True
+        if severity_rank(alert.severity) < rank:
+            return True
+        if args.json:
+            sys.stdout.write(alert.to_json().decode() + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(describe_alert(alert))
+        printed += 1
+        return args.max is None or printed < args.max
+
+    if not args.follow:
+        for _, alert in stream.history():
+            if not show(alert):
+                break
+        return 0
+    # --follow: what is kept first, then each new revision as it is added
+    cursor = "0-0"
+    while not stop.is_set():
+        batch = stream.read(cursor, count=100, block_ms=500)
+        for entry_id, alert in batch:
+            cursor = entry_id
+            if not show(alert):
+                return 0
+    return 0
 
 
 def cmd_learners(args: argparse.Namespace) -> int:

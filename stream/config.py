@@ -42,6 +42,20 @@ class Settings(BaseSettings):
     drift_reaction: str = Field("learner", description="On drift: 'learner' calls the learner's on_drift hook; 'none' only alerts.")
     rolling_window: int = Field(1000, ge=10, description="Window of the rolling accuracy and kappa.")
 
+    alert_cooldown_events: int = Field(2000, ge=0, description="A drift within this many events of the open alert's last firing merges into it (count + 1).")
+    alert_min_drifts: int = Field(1, ge=1, description="Rule 'N drifts in T': open a drift alert once this many firings fell within alert_drift_window_events.")
+    alert_drift_window_events: int = Field(10_000, ge=1, description="The T of 'N drifts in T', in events.")
+    alert_min_severity: str = Field("low", description="Drift alerts below this severity (low, medium, high, critical) are not raised.")
+    alert_resolve_margin: float = Field(0.02, ge=0, description="Resolved once the rolling error is within this of the error before the drift.")
+    alert_resolve_after_events: int = Field(0, ge=0, description="Check resolution this many events after the last firing (0: the rolling window).")
+    alert_stall_after_s: float = Field(60.0, ge=0, description="A stall alert when no event arrives for this many seconds (0: never).")
+    alert_churn_above: float = Field(0.0, ge=0, le=1, description="A churn alert when a published version flips more than this share of the probe predictions (0: never).")
+    alert_webhook_url: str | None = Field(None, description="POST every alert revision as JSON here (background, retried with backoff).")
+    alert_webhook_retries: int = Field(5, ge=0, le=20, description="Retries of a failed webhook delivery before it is dropped (logged).")
+    alerts_stream_key: str = Field("driftline:alerts", description="Redis: the stream holding every alert revision (the history replicas and `driftline alerts` read).")
+    alerts_stream_maxlen: int = Field(10_000, ge=10, description="Redis: the alerts stream keeps about this many revisions (XADD MAXLEN ~).")
+    churn_probe_size: int = Field(256, ge=0, le=10_000, description="Recent events each published version is compared on (0: no churn).")
+
     events_topic: str = "events"
     predictions_topic: str = "predictions"
     alerts_topic: str = "alerts"
@@ -71,8 +85,14 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="HTTP API address.")
     http_port: int = Field(8000, ge=0, le=65_535, description="HTTP API port (0: pick a free one).")
     max_predict_rows: int = Field(10_000, ge=1, description="Largest batch POST .../predict accepts (413 above).")
+    api_keys: SecretStr | None = Field(
+        None, description="Comma-separated API keys for write routes (POST .../labels), sent as `Authorization: Bearer <key>`; unset: writes are refused."
+    )
+    api_open_reads: bool = Field(True, description="Reads (GET routes and predictions) without an API key; false: they need one too.")
+    labels_topic: str = Field("labels", description="Topic that POST /v1/models/{name}/labels forwards labels to.")
+    replica_poll_s: float = Field(2.0, gt=0, le=300, description="Replica: check Redis for a newer snapshot this often when no PUBLISH arrives.")
 
-    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic")
+    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic", "labels_topic")
     @classmethod
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
@@ -97,6 +117,22 @@ class Settings(BaseSettings):
             raise ValueError(f"choose one of {sorted(DETECTORS)}")
         return v
 
+    @field_validator("alert_min_severity")
+    @classmethod
+    def _severity(cls, v: str) -> str:
+        from stream.alerts import SEVERITIES
+
+        if v not in SEVERITIES:
+            raise ValueError(f"choose one of {', '.join(SEVERITIES)}")
+        return v
+
+    @field_validator("alert_webhook_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
     @field_validator("drift_direction", "drift_reaction", "kafka_client")
     @classmethod
     def _choice(cls, v: str, info: Any) -> str:
@@ -115,6 +151,23 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters; make one with `python -c 'import secrets; print(secrets.token_hex(32))'`")
         return v
+
+    @field_validator("api_keys")
+    @classmethod
+    def _api_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None:
+            return v
+        keys = [k.strip() for k in v.get_secret_value().split(",") if k.strip()]
+        if not keys:
+            raise ValueError("no key in the list; give one or more comma-separated keys, or unset it")
+        if any(len(k) < 16 for k in keys):
+            raise ValueError("each key must be at least 16 characters; make one with `python -c 'import secrets; print(secrets.token_urlsafe(32))'`")
+        return SecretStr(",".join(keys))
+
+    def api_key_list(self) -> list[bytes]:
+        if self.api_keys is None:
+            return []
+        return [k.encode() for k in self.api_keys.get_secret_value().split(",")]
 
     @property
     def consumer_group(self) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pickle
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from river import drift
 from river.drift import binary
 
+from stream.alerts import Signal
 from stream.exceptions import ConfigError
 
 #: detectors that may be named in configuration
@@ -25,15 +25,8 @@ DETECTORS: dict[str, type] = {
 }
 
 
-@dataclass(frozen=True)
-class Drift:
-    """One detection: where it fired and the loss before and after it."""
-
-    detector: str
-    event_index: int
-    loss_before: float
-    loss_after: float
-    window: int
+#: one detection (or, for detectors that have one, a warning): where, and the loss before and after
+Drift = Signal
 
 
 def make_detector(name: str, params: dict[str, Any], seed: int = 0) -> Any:
@@ -59,6 +52,9 @@ class LossMonitor:
     after a change covers with the new concept. Detectors also fire when the loss *falls* (the model
     recovered, or the stream got easier); with ``direction="increase"`` (the default)
     those are not reported, since nobody needs paging for a model getting better.
+
+    Detectors with a warning zone (DDM, EDDM, HDDM) also report the first event of each
+    warning spell, as a ``Signal`` of kind ``"warning"``.
     """
 
     def __init__(
@@ -79,6 +75,8 @@ class LossMonitor:
         self._recent: deque[float] = deque(maxlen=max(1, window // 10))
         self._since_drift_sum = 0.0
         self._since_drift_n = 0
+        self._warns = hasattr(self._detector, "warning_detected")
+        self._warned = False
 
     def state_dict(self) -> dict[str, Any]:
         # River's detectors offer no state of their own but their pickle, which names only
@@ -89,6 +87,7 @@ class LossMonitor:
             "detector": pickle.dumps(self._detector, protocol=pickle.HIGHEST_PROTOCOL),
             "recent": list(self._recent),
             "since_drift": [self._since_drift_sum, self._since_drift_n],
+            "warned": self._warned,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
@@ -101,6 +100,7 @@ class LossMonitor:
         self._detector = pickle.loads(state["detector"])  # noqa: S301 - from a signed snapshot
         self._recent.extend(state["recent"])
         self._since_drift_sum, self._since_drift_n = state["since_drift"]
+        self._warned = bool(state.get("warned", False))
         return True
 
     def update_many(self, losses: Sequence[float], event_indexes: Sequence[int]) -> list[tuple[int, Drift]]:
@@ -146,7 +146,10 @@ class LossMonitor:
         before = getattr(self._detector, "estimation", None)
         self._detector.update(loss)
         if not self._detector.drift_detected:
+            if self._warns:
+                return self._warning(event_index)
             return None
+        self._warned = False
         if before is None:
             before = self._since_drift_sum / self._since_drift_n
         after = sum(self._recent) / len(self._recent)
@@ -155,3 +158,16 @@ class LossMonitor:
         if self.direction == "increase" and after <= before:
             return None
         return Drift(self.name, event_index, float(before), after, self.window)
+
+    def _warning(self, event_index: int) -> Drift | None:
+        if not self._detector.warning_detected:
+            self._warned = False
+            return None
+        if self._warned:
+            return None
+        self._warned = True
+        before = self._since_drift_sum / self._since_drift_n
+        after = sum(self._recent) / len(self._recent)
+        if self.direction == "increase" and after <= before:
+            return None
+        return Drift(self.name, event_index, float(before), after, self.window, kind="warning")

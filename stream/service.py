@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 
 from learners.registry import make_learner
-from stream.alerts import AlertLog
+from stream.alerts import AlertLog, AlertRelay
 from stream.api import create_app
 from stream.config import Settings
 from stream.events import Event
@@ -53,6 +53,7 @@ def snapshot_key(settings: Settings, *, required: bool) -> bytes:
 class Embedded:
     pipeline: Pipeline
     feeder: Feeder
+    log: Any = None
 
 
 def build_embedded(
@@ -67,7 +68,7 @@ def build_embedded(
 
     # bounded: `driftline run` may run for days; the feeder stays well within retention
     log = InMemoryLog(default_partitions=1, retention=200_000)
-    for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic):
+    for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic, settings.labels_topic):
         log.create_topic(topic, 1)
     store = DirectoryStore(settings.snapshot_dir, keep=settings.snapshot_keep)
     pipeline = Pipeline(
@@ -81,8 +82,9 @@ def build_embedded(
         alerts=AlertLog(),
         on_alert=on_alert,
     )
+    pipeline.alerts.subscribe(alert_relay(settings, redis=False))
     feeder = Feeder(log, settings.events_topic, stream, rate=rate, consumed=lambda: pipeline.counters.records)
-    return Embedded(pipeline, feeder)
+    return Embedded(pipeline, feeder, log)
 
 
 def prepare_kafka(settings: Settings) -> None:
@@ -110,6 +112,16 @@ def open_lease(settings: Settings) -> Any:
     return RedisLease(settings.redis_url, settings.pipeline, ttl_ms=int(settings.lease_ttl_s * 1000))
 
 
+def alert_relay(settings: Settings, *, redis: bool) -> AlertRelay:
+    """Where each alert revision goes besides the topic: the Redis stream, the webhook, Prometheus."""
+    stream = None
+    if redis and settings.redis_url:
+        from connectors.redis_alerts import RedisAlertStream
+
+        stream = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    return AlertRelay(stream=stream, webhook_url=settings.alert_webhook_url, retries=settings.alert_webhook_retries)
+
+
 def build_worker(settings: Settings, *, fencing_token: int | None = None, on_alert: Callable[..., None] | None = None) -> Pipeline:
     """The pipeline on Kafka and Redis; call it once the pipeline's lease is held."""
     from connectors.kafka import open_sink, open_source
@@ -127,7 +139,7 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         transactional_id=f"driftline-{settings.pipeline}" if settings.transactional_outputs else None,
         options=settings.kafka_options,
     )
-    return Pipeline(
+    pipeline = Pipeline(
         settings,
         learner_factory(settings),
         source,
@@ -137,6 +149,8 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         fencing_token=fencing_token,
         on_alert=on_alert,
     )
+    pipeline.alerts.subscribe(alert_relay(settings, redis=True))
+    return pipeline
 
 
 class Feeder:
@@ -182,10 +196,18 @@ class Feeder:
 
 
 class HttpServer:
-    """uvicorn in a background thread; ``port`` is the bound port (useful with port 0)."""
+    """uvicorn in a background thread; ``port`` is the bound port (useful with port 0).
+
+    uvloop and httptools: the event loop and HTTP parser in C, a large share of a small
+    request's time otherwise.
+    """
 
     def __init__(self, app: Any, host: str, port: int):
-        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="on", loop="uvloop", http="httptools",
+            access_log=False,
+        )  # fmt: skip
+        self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="http", daemon=True)
         self.host = host
         self.port = port
@@ -204,12 +226,96 @@ class HttpServer:
         self._thread.join(timeout=5)
 
 
-def serve(pipeline: Pipeline, settings: Settings) -> HttpServer:
+def lag_probe(end_offsets: Callable[[str], dict[tuple[str, int], int]], topic: str, positions: Callable[[], dict[str, dict[tuple[str, int], int]]], *, every_s: float = 5.0) -> Callable[[], dict[str, int]]:
+    """Per pipeline, records on ``topic`` past its position; the topic's end asked at most every ``every_s``."""
+    cache: dict[str, Any] = {"at": float("-inf"), "end": {}}
+
+    def lag() -> dict[str, int]:
+        now = time.monotonic()
+        if now - cache["at"] >= every_s:
+            cache["end"], cache["at"] = end_offsets(topic), now
+        end = cache["end"]
+        return {name: sum(max(0, off - pos.get(tp, 0)) for tp, off in end.items()) for name, pos in positions().items()}
+
+    return lag
+
+
+def labels_producer(settings: Settings) -> Any:
+    """A plain (non-transactional) Kafka producer for forwarded labels, or None without a broker."""
+    if not settings.kafka_bootstrap_servers:
+        return None
+    from connectors.kafka import open_sink
+
+    return open_sink(settings.kafka_client, settings.kafka_bootstrap_servers, options=settings.kafka_options)
+
+
+def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpServer:
+    """The HTTP API of a learning process, over its pipeline's board; ``log``: the embedded one."""
+
     def status() -> dict[str, Any]:
         c = pipeline.counters
-        return {"events": c.events, "dead_letters": c.dead_letters, "snapshot_version": pipeline.snapshot_version}
+        return {
+            "pipeline": pipeline.name,
+            "events": c.events,
+            "dead_letters": c.dead_letters,
+            "dead_letters_by_kind": dict(pipeline.dead_letters_by_kind),
+            "snapshot_version": pipeline.snapshot_version,
+            "checkpoint_age_s": round(pipeline._clock() - pipeline._last_checkpoint_at, 3),
+        }
 
-    app = create_app(pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status)
+    if log is not None:
+        labels, end_offsets = log.producer(), log.end_offsets
+    else:
+        from connectors.kafka import KafkaAdmin
+
+        admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
+        labels, end_offsets = labels_producer(settings), admin.end_offsets
+    lag = lag_probe(end_offsets, settings.events_topic, lambda: {pipeline.name: dict(pipeline.offsets)})
+    app = create_app(
+        pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status,
+        api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
+        labels_sink=labels, labels_topic=settings.labels_topic, lag=lag,
+    )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
     return server
+
+
+def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer, Any]:
+    """A read replica of ``pipelines``: their snapshots from Redis, hot-swapped, over HTTP."""
+    from connectors.redis_store import RedisStore
+    from stream.runtime.replica import Replica
+    from stream.snapshot import decode_tp
+
+    if not settings.redis_url:
+        raise ConfigError("redis_url (env REDIS_URL): required by a replica, which serves the snapshots workers write there, e.g. redis://127.0.0.1:6379/0")
+    store = RedisStore(settings.redis_url, keep=settings.snapshot_keep)
+    store.ping()
+    replica = Replica(store, snapshot_key(settings, required=True), pipelines, ModelBoard(), poll_s=settings.replica_poll_s)
+
+    def status() -> dict[str, Any]:
+        return {"role": "replica", "snapshots": dict(replica.loaded), "swaps": replica.swaps, "refused": replica.refused}
+
+    lag = None
+    if settings.kafka_bootstrap_servers:
+        from connectors.kafka import KafkaAdmin
+
+        admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
+
+        def positions() -> dict[str, dict[tuple[str, int], int]]:
+            return {m.name: {decode_tp(k): v for k, v in m.offsets.items()} for m in replica.board.all()}
+
+        lag = lag_probe(admin.end_offsets, settings.events_topic, positions)
+    from connectors.redis_alerts import RedisAlertStream
+
+    # the history the workers write: GET /v1/alerts and its SSE on a replica read it
+    alerts = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
+    app = create_app(
+        replica.board, alerts, max_rows=settings.max_predict_rows, status=status,
+        api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
+        labels_sink=labels_producer(settings), labels_topic=settings.labels_topic, lag=lag,
+        lifespan=[lambda: replica],
+    )  # fmt: skip
+    server = HttpServer(app, settings.http_host, settings.http_port)
+    server.start()
+    return server, replica

@@ -12,9 +12,14 @@ Two families:
   different stream from the paper's.
 - ``sea_stream``: SEA with an abrupt change every ``drift_every`` events, for demos and
   drift-alert tests.
+- The streams users send that the paper's do not cover: ``text`` (sparse bags of words
+  from a large vocabulary, whose class topics drift), ``runs`` (40 classes arriving in
+  runs of about ten) and ``short`` (3,000 mixed numeric and categorical events with one
+  drift). Each has a natural length (``StreamInfo.length``) a bench uses by default.
 
-Every event is ``(x, y)`` with ``x`` a ``{"x0": value, ...}`` dict of numbers and ``y`` an
-``int`` class. The same ``(name, n, seed, kwargs)`` always yields the same events: only
+Every event is ``(x, y)`` with ``x`` a ``{"x0": value, ...}`` dict of numbers (``text``:
+``{"w<id>": 1, ...}`` for the words present; ``short``: some values are strings) and ``y``
+an ``int`` class. The same ``(name, n, seed, kwargs)`` always yields the same events: only
 local RNGs are used.
 """
 
@@ -72,6 +77,8 @@ class StreamInfo:
     drifts: tuple[tuple[int, int], ...]
     #: the drift is continuous (every event moves the concept)
     incremental: bool = False
+    #: events the stream has by default (None: as many as asked for)
+    length: int | None = None
 
 
 STREAMS: dict[str, StreamInfo] = {
@@ -119,7 +126,38 @@ STREAMS: dict[str, StreamInfo] = {
         (0, 1),
         (),
     ),
+    "text": StreamInfo(
+        "text",
+        "sparse bags of words (about 40 of a 50,000-word Zipf vocabulary), 2 classes 70/30, "
+        "each class's topic words half replaced every 5,000 events",
+        50_000,
+        (0, 1),
+        (),
+        length=20_000,
+    ),
+    "runs": StreamInfo(
+        "runs",
+        "40 classes arriving in runs of about ten events, 20 Gaussian attributes "
+        "(class centre + a per-run offset + noise)",
+        20,
+        tuple(range(40)),
+        (),
+        length=4_000,
+    ),
+    "short": StreamInfo(
+        "short",
+        "Agrawal, function 1 then 3 from the middle on, 5% perturbation; car, zipcode and "
+        "elevel as strings",
+        9,
+        (0, 1),
+        (),
+        length=3_000,
+    ),
 }
+
+#: streams of the regimes users send beyond the paper's: sparse and wide, many classes in
+#: runs, short
+USER_STREAMS: tuple[str, ...] = ("text", "runs", "short")
 
 #: the paper's synthetic benchmark streams
 PAPER_STREAMS: tuple[str, ...] = ("led_a", "led_g", "sea_a", "sea_g", "rbf_m", "rbf_f")
@@ -296,6 +334,12 @@ def make_stream(
         if drift_every is None:
             raise ValueError("stream 'sea' needs drift_every")
         return sea_stream(n, seed, drift_every, noise=noise)
+    if name == "text":
+        return text_stream(n, seed, **({} if drift_every is None else {"drift_every": drift_every}))
+    if name == "runs":
+        return runs_stream(n, seed)
+    if name == "short":
+        return short_stream(n, seed)
     source: Iterator[Event]
     if name.startswith("sea_"):
         _check_noise(noise)
@@ -327,6 +371,12 @@ def drift_points(
         if drift_every is None:
             raise ValueError("stream 'sea' needs drift_every")
         return sea_drift_points(n, drift_every)
+    if name in USER_STREAMS:
+        if n is None:
+            raise ValueError(f"drift_points of {name!r} needs a finite n")
+        if name == "text":
+            return list(range(drift_every or TEXT_DRIFT_EVERY, n, drift_every or TEXT_DRIFT_EVERY))
+        return [SHORT_LENGTH // 2] if name == "short" and SHORT_LENGTH // 2 < n else []
     return [p for p, _w in _scaled(info.drifts, n, scale) if n is None or p < n]
 
 
@@ -371,4 +421,252 @@ def sea_drift_points(n: int | None, drift_every: int) -> list[int]:
     """First event (0-based) of every new concept of ``sea_stream`` within ``n`` events."""
     if n is None:
         raise ValueError("sea_drift_points needs a finite n")
+    return list(range(drift_every, n, drift_every))
+
+
+# ----------------------------------------------------------------------------- user regimes
+
+TEXT_DRIFT_EVERY = 5_000
+SHORT_LENGTH = 3_000
+
+
+def text_stream(
+    n: int | None,
+    seed: int,
+    *,
+    vocab: int = 50_000,
+    words: int = 40,
+    topic_words: int = 300,
+    signal: float = 0.25,
+    prior: float = 0.3,
+    drift_every: int = TEXT_DRIFT_EVERY,
+) -> Iterator[Event]:
+    """Sparse text-like events: ``{"w<id>": 1}`` for each distinct word of an event.
+
+    An event of class 1 (probability ``prior``) or 0 draws ``words`` tokens: each is, with
+    probability ``signal``, one of its class's ``topic_words`` topic words, else a word of
+    the shared background (Zipf with exponent 1.1 over ``vocab`` words, in a seeded random
+    order, so frequent words carry no class). Every ``drift_every`` events half of each
+    class's topic words are replaced by fresh ones: the words that signal a class drift,
+    as the subjects of a mailbox do. About 35 distinct words per event.
+    """
+    _check_n(n)
+    if vocab < 2 * topic_words or words < 1 or not 0.0 <= signal <= 1.0 or drift_every < 1:
+        raise ValueError("text_stream needs vocab >= 2*topic_words, words >= 1, signal in [0, 1]")
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(vocab)
+    cdf = np.cumsum(1.0 / np.arange(1, vocab + 1) ** 1.1)
+    cdf /= cdf[-1]
+    topics = [rng.choice(vocab, topic_words, replace=False) for _ in range(2)]
+    counter = itertools.count() if n is None else range(n)
+    for i in counter:
+        if i and i % drift_every == 0:
+            for t in topics:
+                keep = rng.permutation(topic_words)[: topic_words // 2]
+                t[: topic_words // 2] = t[keep]
+                t[topic_words // 2 :] = rng.choice(vocab, topic_words - topic_words // 2)
+        y = int(rng.random() < prior)
+        k = int(rng.binomial(words, signal))
+        drawn = np.concatenate(
+            [topics[y][rng.integers(0, topic_words, k)], ids[np.searchsorted(cdf, rng.random(words - k))]]
+        )
+        yield {f"w{w}": 1 for w in drawn.tolist()}, y
+
+
+def runs_stream(
+    n: int | None,
+    seed: int,
+    *,
+    n_classes: int = 40,
+    run_length: float = 10.0,
+    n_features: int = 20,
+    spread: float = 1.0,
+    run_spread: float = 0.8,
+    noise: float = 1.0,
+) -> Iterator[Event]:
+    """Many classes arriving in runs: run lengths geometric with mean ``run_length``, each
+    run of a class other than the last one's, drawn uniformly. An event is its class's
+    centre (N(0, ``spread``) per attribute) plus its run's offset (N(0, ``run_spread``),
+    shared by the run) plus noise (N(0, ``noise``)): a run's events resemble each other more
+    than their class's other runs, as the sessions of one user or one machine do."""
+    _check_n(n)
+    if n_classes < 2 or run_length < 1.0 or n_features < 1:
+        raise ValueError("runs_stream needs n_classes >= 2, run_length >= 1, n_features >= 1")
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, (n_classes, n_features))
+    names = [f"x{i}" for i in range(n_features)]
+    y, left, offset = -1, 0, np.zeros(n_features)
+    counter = itertools.count() if n is None else range(n)
+    for _ in counter:
+        if left == 0:
+            y = int((y + 1 + rng.integers(0, n_classes - 1)) % n_classes) if y >= 0 else int(rng.integers(0, n_classes))
+            left = int(rng.geometric(1.0 / run_length))
+            offset = rng.normal(0.0, run_spread, n_features)
+        left -= 1
+        x = centres[y] + offset + rng.normal(0.0, noise, n_features)
+        yield dict(zip(names, x.tolist(), strict=True)), y
+
+
+def short_stream(n: int | None, seed: int, *, length: int = SHORT_LENGTH) -> Iterator[Event]:
+    """A short mixed stream: River's Agrawal (5% perturbation), classification function 1
+    for the first half of ``length`` events and function 3 after; the nominal attributes
+    (car, zipcode, elevel) as strings, the others numbers."""
+    _check_n(n)
+    half = length // 2
+    before = river_synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05)
+    after = river_synth.Agrawal(classification_function=2, seed=seed + 1, perturbation=0.05)
+    nominal = {"car": "car", "zipcode": "zip", "elevel": "level"}
+    source = itertools.chain(before.take(half), after)
+    if n is not None:
+        source = itertools.islice(source, n)
+    for x, y in source:
+        yield {k: f"{nominal[k]}{v}" if k in nominal else v for k, v in x.items()}, int(y)
+
+
+# --------------------------------------------------------------- the producer's streams
+
+#: generators ``driftline produce --stream`` offers
+GENERATORS: tuple[str, ...] = ("sea", "led", "rbf", "agrawal", "hyperplane", "random-tree")
+#: drift types, as stream-learn's StreamGenerator names them
+DRIFT_TYPES: tuple[str, ...] = ("none", "sudden", "gradual", "incremental", "recurring")
+#: generators whose concept can move continuously
+INCREMENTAL: tuple[str, ...] = ("sea", "rbf", "hyperplane")
+#: river's SEA functions 1..4 as thresholds on x0 + x1, in the order concepts take them
+_SEA_CYCLE: tuple[float, ...] = (8.0, 9.0, 7.0, 9.5)
+
+
+def _keys(x: dict[Any, Any]) -> dict[str, Any]:
+    return {(f"x{k}" if isinstance(k, int) else str(k)): (float(v) if isinstance(v, bool) else v) for k, v in x.items()}
+
+
+def _concept(name: str, k: int, seed: int, noise: float) -> Iterator[Event]:
+    """Concept ``k`` of generator ``name``: its own seeded river generator."""
+    s = seed * 1000 + k
+    if name == "sea":
+        gen: Iterable[tuple[dict[Any, Any], Any]] = river_synth.SEA(variant=k % 4, seed=s)
+    elif name == "led":
+        gen = river_synth.LEDDrift(seed=s, noise_percentage=noise, irrelevant_features=True, n_drift_features=(1, 3, 5, 7)[k % 4])
+    elif name == "rbf":
+        gen = river_synth.RandomRBF(seed_model=s, seed_sample=seed, n_classes=2, n_features=10, n_centroids=50)
+    elif name == "agrawal":
+        gen = river_synth.Agrawal(classification_function=k % 10, seed=s)
+    elif name == "hyperplane":
+        gen = river_synth.Hyperplane(seed=s, n_features=10, noise_percentage=0.0)
+    elif name == "random-tree":
+        gen = river_synth.RandomTree(seed_tree=s, seed_sample=seed * 1000 + 500 + k, n_classes=2)
+    else:
+        raise ValueError(f"unknown stream {name!r}; choose one of: {', '.join(GENERATORS)}")
+    return ((_keys(x), int(y)) for x, y in gen)
+
+
+def _classes(name: str) -> tuple[int, ...]:
+    return tuple(range(10)) if name == "led" else (0, 1)
+
+
+def _incremental(name: str, seed: int, drift_every: int) -> Iterator[Event]:
+    if name == "rbf":
+        return _rbf(seed, 1.0 / drift_every)
+    if name == "hyperplane":
+        gen = river_synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, mag_change=10.0 / drift_every, noise_percentage=0.0)
+        return ((_keys(x), int(y)) for x, y in gen)
+    if name == "sea":
+        return _sea_moving(seed, drift_every)
+    raise ValueError(f"incremental drift: only {', '.join(INCREMENTAL)} move their concept continuously, not {name!r}")
+
+
+def _sea_moving(seed: int, drift_every: int) -> Iterator[Event]:
+    # the threshold slides from one SEA function's to the next's over each segment
+    rng = random.Random(seed)
+    for t in itertools.count():
+        k, frac = divmod(t, drift_every)
+        a0, a1 = _SEA_CYCLE[k % 4], _SEA_CYCLE[(k + 1) % 4]
+        threshold = a0 + (a1 - a0) * frac / drift_every
+        x0, x1, x2 = rng.uniform(0, 10), rng.uniform(0, 10), rng.uniform(0, 10)
+        yield {"x0": x0, "x1": x1, "x2": x2}, int(x0 + x1 > threshold)
+
+
+def generate(
+    name: str,
+    n: int | None = None,
+    seed: int = 0,
+    *,
+    drift: str = "sudden",
+    drift_every: int = 10_000,
+    drift_width: int = 1000,
+    noise: float = 0.0,
+    imbalance: float | None = None,
+    max_draws: int = 100_000,
+) -> Iterator[Event]:
+    """``n`` events (endless if None) of generator ``name`` with concept drift, seeded.
+
+    Concepts are river generators with the concept's own seed (SEA's function, Agrawal's
+    classification function, a fresh hyperplane, tree or set of centroids per concept).
+    ``drift``: ``sudden`` moves to a new concept at every ``drift_every``-th event;
+    ``recurring`` alternates between two; ``gradual`` switches around each of those points
+    with a sigmoid of ``drift_width`` events (MOA's ConceptDriftStream: each event is drawn
+    from the new concept with a probability that rises from 0 to 1); ``incremental`` moves
+    the concept a little at every event (SEA's threshold, the hyperplane's weights, the RBF
+    centroids); ``none`` keeps the first concept. ``imbalance`` is the share of class 0
+    (the rest split evenly), reached by drawing from the concept until the class drawn from
+    the prior comes up, so each class keeps its concept's inputs. ``noise`` flips that share
+    of the labels (to another class; LED instead flips that share of its segments).
+    """
+    _check_n(n)
+    _check_noise(noise)
+    if drift not in DRIFT_TYPES:
+        raise ValueError(f"drift must be one of {', '.join(DRIFT_TYPES)}, got {drift!r}")
+    if name not in GENERATORS:
+        raise ValueError(f"unknown stream {name!r}; choose one of: {', '.join(GENERATORS)}")
+    if drift_every <= 0 or drift_width <= 0:
+        raise ValueError(f"drift_every and drift_width must be positive, got {drift_every} and {drift_width}")
+    if imbalance is not None and not 0.0 < imbalance < 1.0:
+        raise ValueError(f"imbalance (the share of class 0) must be in (0, 1), got {imbalance}")
+    source = _drifting(name, seed, drift, drift_every, drift_width, noise, imbalance, max_draws)
+    return source if n is None else itertools.islice(source, n)
+
+
+def _drifting(
+    name: str, seed: int, drift: str, every: int, width: int, noise: float, imbalance: float | None, max_draws: int
+) -> Iterator[Event]:
+    rng = random.Random(seed)
+    classes = _classes(name)
+    label_noise = noise if name != "led" else 0.0
+    concepts: dict[int, Iterator[Event]] = {}
+    moving = _incremental(name, seed, every) if drift == "incremental" else None
+
+    def concept(k: int) -> Iterator[Event]:
+        if k not in concepts:
+            concepts[k] = _concept(name, k, seed, noise)
+        return concepts[k]
+
+    for t in itertools.count():
+        if moving is not None:
+            src = moving
+        elif drift == "none":
+            src = concept(0)
+        elif drift == "gradual":
+            j = max(1, round(t / every))
+            src = concept(j if rng.random() < drift_probability(t, j * every, width) else j - 1)
+        else:
+            k = t // every
+            src = concept(k % 2 if drift == "recurring" else k)
+        if imbalance is None:
+            x, y = next(src)
+        else:
+            target = classes[0] if rng.random() < imbalance else rng.choice(classes[1:])
+            for _ in range(max_draws):
+                x, y = next(src)
+                if y == target:
+                    break
+            else:
+                raise ValueError(f"stream {name!r} drew no class {target} in {max_draws} events; lower the imbalance")
+        if label_noise and rng.random() < label_noise:
+            y = rng.choice([c for c in classes if c != y])
+        yield x, y
+
+
+def generate_drift_points(n: int, drift: str, drift_every: int) -> list[int]:
+    """Where ``generate``'s concept changes (0-based event index; centres for gradual)."""
+    if drift in ("none", "incremental"):
+        return []
     return list(range(drift_every, n, drift_every))

@@ -47,12 +47,7 @@ class StatusLine:
         )
 
     def alert(self, alert: Alert) -> None:
-        line = (
-            f"DRIFT  {alert.pipeline}: {alert.detector} at event {alert.event_index:,} "
-            f"(id {alert.event_id}, {alert.topic}[{alert.partition}]@{alert.offset}) "
-            f"error {alert.loss_before:.3f} -> {alert.loss_after:.3f}"
-        )
-        self.console.print(Text(line, style="bold yellow"))
+        self.console.print(describe_alert(alert))
 
     def start(self) -> None:
         if self.console.is_terminal:
@@ -96,3 +91,25 @@ class _Rate:
             self._points.pop(0)
         t0, c0 = self._points[0]
         return (count - c0) / (now - t0) if now > t0 else 0.0
+
+
+_STYLE = {"warning": "yellow", "drift": "bold yellow", "stall": "bold red", "churn": "magenta", "resolved": "green"}
+
+
+def describe_alert(alert: Alert) -> Text:
+    """One line per alert revision, for the terminal."""
+    head = f"{alert.state.upper():<8} #{alert.id} {alert.pipeline} {alert.severity}"
+    if alert.kind == "drift":
+        body = (
+            f"{alert.detector} on {alert.signal} at event {alert.event_index:,} "
+            f"(id {alert.event_id}, {alert.topic}[{alert.partition}]@{alert.offset}) "
+            f"error {alert.loss_before:.3f} -> {alert.loss_after:.3f}"
+        )
+        if alert.count > 1:
+            body += f", {alert.count} firings, last at {alert.last_event_index:,}"
+        if alert.state == "resolved" and alert.resolved_index is not None:
+            body += f"; resolved at event {alert.resolved_index:,} (error {alert.error_now:.3f})"
+        body += f" · model v{alert.model_version}"
+    else:
+        body = f"{alert.kind}: {alert.message or alert.state}"
+    return Text(f"{head}  {body}", style=_STYLE.get(alert.state, ""))

@@ -33,6 +33,7 @@ import logging
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,9 +44,9 @@ from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition,
 from connectors.exceptions import OutputsLostError, StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
-from stream.alerts import Alert, AlertLog
+from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
 from stream.config import Settings
-from stream.evaluation import Prequential
+from stream.evaluation import Prequential, predictive_churn
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
 from stream.monitors import LossMonitor
@@ -119,8 +120,11 @@ class Pipeline:
         self.monitor = self._new_monitor()
         self.offsets: dict[TopicPartition, int] = {}
         self.model_version = 0
-        self.next_alert_id = 0
+        #: the alerts' lifecycle (open, merged, resolved); its state is part of the snapshot
+        self.alert_manager = AlertManager(self.name, rules_from(settings), clock=clock, wall_clock=wall_clock)
         self.counters = Counters()
+        #: dead letters since this process started, by kind (not snapshotted: a metric)
+        self.dead_letters_by_kind: dict[str, int] = {}
         self.snapshot_version: int | None = None
         self.drift_points: list[int] = []
         self._pending: list[_Pending] = []
@@ -139,11 +143,16 @@ class Pipeline:
         self._dirty = False
         self._outputs_open = False
         self._halted: str | None = None
-        self._logged_alert_id = -1
         #: rewinds after lost outputs since the last committed transaction
         self._rewinds = 0
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
+        #: recent inputs each newly published version is compared on with the one before it
+        self._probe: deque[dict[str, Any]] = deque(maxlen=max(1, settings.churn_probe_size))
+        self._served: ServedModel | None = None
+        #: share of the probe's predictions the last new version flipped (None: none compared yet)
+        self.last_churn: float | None = None
+        self._router_shares: dict[str, float] = {}
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
         self.last_checkpoint_s = 0.0
         self.last_snapshot_bytes = 0
@@ -187,7 +196,11 @@ class Pipeline:
                 self.settings.detector, self.settings.detector_params,
             )
         self.model_version = header.model_version
-        self.next_alert_id = state["next_alert_id"]
+        self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
+        if "alerts" in state:
+            self.alert_manager.load_state_dict(state["alerts"])
+        else:
+            self.alert_manager.next_id = state["next_alert_id"]
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
         self._pending = [
@@ -232,7 +245,7 @@ class Pipeline:
         self.monitor = self._new_monitor()
         self.offsets = {}
         self.model_version = 0
-        self.next_alert_id = 0
+        self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
         self.counters = Counters()
         self.snapshot_version = None
         self.drift_points = []
@@ -312,7 +325,10 @@ class Pipeline:
         """Poll and process up to the end of the current micro-batch; return the records read."""
         records = self.source.poll(limit or self.settings.batch_size, self.settings.batch_timeout_ms)
         if records:
+            self._emit(self.alert_manager.on_events())
             self.process(records)
+        else:
+            self._emit(self.alert_manager.on_idle(self.counters.events, self.model_version))
         self.maybe_checkpoint()
         self.publish()
         return len(records)
@@ -345,6 +361,8 @@ class Pipeline:
                 else:
                     self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
+        if self.settings.churn_probe_size:
+            self._probe.extend([ev.x for ev in events])
         if self.settings.publish_predictions and events:
             self._publish_predictions(events, origin, y_pred)
         first = self.counters.events
@@ -361,8 +379,11 @@ class Pipeline:
             for at, found in self.monitor.update_many(losses, indexes):
                 self._drifted = True
                 self._raise_alert(found, labelled[at], lab_origin[at])
-            self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin))
+            self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin, strict=True))
         self.counters.labelled += len(labelled)
+        if self.alert_manager.open:
+            error = 1.0 - self.metrics.summary()["rolling_accuracy"]
+            self._emit(self.alert_manager.on_progress(first + len(events), error), origin[-1] if origin else None)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
@@ -412,7 +433,7 @@ class Pipeline:
             try:
                 self.learner.learn_many([x], [y])
             except LearnerError as exc:
-                self.dead_letter(rec, f"learner could not learn the event: {exc}")
+                self.dead_letter(rec, f"learner could not learn the event: {exc}", "learner_refused")
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
         # A learner may read a row's context from the rows before it in the same call (the
@@ -445,7 +466,7 @@ class Pipeline:
             raise PipelineError(f"pipeline {self.name!r}: prediction failed for every event: {failure!r}") from failure
         for rec, exc in refused:
             what = "learner rejected the event" if isinstance(exc, LearnerError) else f"prediction failed ({type(exc).__name__})"
-            self.dead_letter(rec, f"{what}: {exc}")
+            self.dead_letter(rec, f"{what}: {exc}", "learner_refused" if isinstance(exc, LearnerError) else "prediction_failed")
         return kept_e, kept_r, preds
 
     def _replaying(self, rec: Record) -> bool:
@@ -456,8 +477,10 @@ class Pipeline:
         self.sink.send(topic, value, key=key)
         self._outputs_open = True
 
-    def dead_letter(self, rec: Record, reason: str) -> None:
+    def dead_letter(self, rec: Record, reason: str, kind: str = "invalid_event") -> None:
         self.counters.dead_letters += 1
+        # by kind for /metrics: the reason itself names fields, too many values for a label
+        self.dead_letters_by_kind[kind] = self.dead_letters_by_kind.get(kind, 0) + 1
         logger.warning("pipeline=%s dead-letter %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, reason)
         if self._replaying(rec):
             return
@@ -472,36 +495,25 @@ class Pipeline:
         self._send(self.settings.dead_letter_topic, json.dumps(body).encode(), rec.key)
 
     def _raise_alert(self, found: Any, ev: Event, rec: Record) -> None:
-        alert = Alert(
-            id=self.next_alert_id,
-            pipeline=self.name,
-            detector=found.detector,
-            signal="loss",
-            event_index=found.event_index,
-            event_id=ev.id,
-            topic=rec.topic,
-            partition=rec.partition,
-            offset=rec.offset,
-            ts=self._wall(),
-            loss_before=round(found.loss_before, 6),
-            loss_after=round(found.loss_after, 6),
-            window=found.window,
-            model_version=self.model_version,
-        )
-        self.next_alert_id += 1
-        self.drift_points.append(found.event_index)
-        if alert.id > self._logged_alert_id:  # not again when replaying after a rewind
+        if found.kind == "drift":
+            self.drift_points.append(found.event_index)
+        where = Where(ev.id, rec.topic, rec.partition, rec.offset, self.model_version, ev.ts)
+        self._emit(self.alert_manager.on_signal(found, where), rec)
+
+    def _emit(self, alerts: list[Alert], rec: Record | None = None) -> None:
+        """Each revision to the history (and its listeners) and, unless replaying, the topic."""
+        for alert in alerts:
             self.alerts.append(alert)
-            self._logged_alert_id = alert.id
-        if self._replaying(rec):
-            return
-        self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
-        logger.info(
-            "pipeline=%s drift detector=%s event_index=%d loss %.3f -> %.3f",
-            self.name, alert.detector, alert.event_index, alert.loss_before, alert.loss_after,
-        )
-        if self.on_alert is not None:
-            self.on_alert(alert)
+            if rec is not None and self._replaying(rec):
+                continue
+            self._send(self.settings.alerts_topic, alert.to_json(), self.name.encode())
+            logger.info(
+                "pipeline=%s alert=%d %s %s severity=%s count=%d event_index=%d loss %.3f -> %.3f",
+                self.name, alert.id, alert.kind, alert.state, alert.severity, alert.count,
+                alert.last_event_index, alert.loss_before, alert.loss_after,
+            )
+            if self.on_alert is not None:
+                self.on_alert(alert)
 
     # ------------------------------------------------------------ checkpoint
 
@@ -528,7 +540,8 @@ class Pipeline:
             "learner": self.learner.state_dict(),
             "metrics": self.metrics.state_dict(),
             "monitor": self.monitor.state_dict(),
-            "next_alert_id": self.next_alert_id,
+            "next_alert_id": self.alert_manager.next_id,
+            "alerts": self.alert_manager.state_dict(),
             "drift_points": list(self.drift_points),
             "counters": dict(self.counters.__dict__),
             "pending": [
@@ -552,7 +565,7 @@ class Pipeline:
             offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
             learner=self.settings.learner,
             learner_params=dict(self.settings.learner_params),
-            metrics=self.metrics.summary(),
+            metrics=self._summary(),
         )
         started = time.perf_counter()
         blob = seal(header, self.state_dict(), self._key)
@@ -593,16 +606,47 @@ class Pipeline:
         self._last_publish_at = now
         copy = self._factory()
         copy.load_state_dict(pickle.loads(pickle.dumps(self.learner.state_dict())))  # noqa: S301 - our own bytes
-        self.board.publish(
-            ServedModel(
-                name=self.name,
-                learner=self.settings.learner,
-                version=self.model_version,
-                events_seen=self.counters.events,
-                model=copy,
-                metrics=self.metrics.summary(),
-            )
+        if not force:
+            self._score_churn(copy)
+        served = ServedModel(
+            name=self.name,
+            learner=self.settings.learner,
+            version=self.model_version,
+            events_seen=self.counters.events,
+            model=copy,
+            metrics=self._summary(),
+            offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
+            published_at=self._wall(),
+            snapshot_version=self.snapshot_version,
         )
+        self.board.publish(served)
+        self._served = served
+
+    def _summary(self) -> dict[str, float]:
+        summary = self.metrics.summary()
+        if self.last_churn is not None:
+            summary["churn"] = self.last_churn
+        summary.update(self._router_shares)
+        return summary
+
+    def _score_churn(self, copy: Learner) -> None:
+        """Compare a new version with the one served before it on the recent inputs.
+
+        A router (DriftMoE) also says which expert it picks for each of those inputs; the
+        shares go with the version's metrics as ``router_e<j>``.
+        """
+        prev = self._served
+        if not self.settings.churn_probe_size or not self._probe or (prev is not None and prev.version == self.model_version):
+            return
+        probe = list(self._probe)
+        choices = getattr(copy, "router_choices", None)
+        if callable(choices):
+            picked = choices(probe)
+            self._router_shares = {f"router_e{j}": round(picked.count(j) / len(picked), 4) for j in sorted(set(picked))}
+        if prev is None:
+            return
+        self.last_churn = round(predictive_churn(prev.model.predict_many(probe), copy.predict_many(probe)), 6)
+        self._emit(self.alert_manager.on_churn(self.last_churn, prev.version, self.model_version, self.counters.events))
 
 
 _ENCODER = msgspec.json.Encoder()

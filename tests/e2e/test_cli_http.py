@@ -68,10 +68,16 @@ def test_sixty_thousand_events_alert_after_each_concept_change(tmp_path):
     assert summary["events"] == 60_000
     assert 0.7 < summary["accuracy"] < 1.0 and -1.0 <= summary["kappa"] <= 1.0
     for change in (20_000, 40_000):
-        hits = [a for a in summary["alerts"] if change <= a["event_index"] < change + 2000]
+        # an alert whose firings (the first, or a later one merged into it) follow the change
+        hits = [a for a in summary["alerts"] if change - 2000 <= a["event_index"] and a["last_event_index"] < change + 2000]
         assert hits, f"no alert within 2,000 events after {change}: {summary['drift_points']}"
-        assert hits[0]["detector"] == "adwin" and f"DRIFT  default: adwin at event {hits[0]['event_index']:,}" in text
-    assert summary["drift_points"] == [a["event_index"] for a in summary["alerts"]]
+        h = hits[0]
+        assert h["detector"] == "adwin" and h["state"] in ("drift", "resolved") and h["severity"] in ("medium", "high", "critical")
+        assert re.search(rf"DRIFT +#{h['id']} default {h['severity']}  adwin on loss at event {h['event_index']:,}", text), text
+    # every firing opened an alert or merged into one (the defaults raise every severity)
+    drift = [a for a in summary["alerts"] if a["kind"] == "drift"]
+    assert sum(a["count"] for a in drift) == len(summary["drift_points"])
+    assert {a["event_index"] for a in drift} <= set(summary["drift_points"])
     assert list((tmp_path / "state" / "snapshots" / "default").glob("*.snap"))
 
 

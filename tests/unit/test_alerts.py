@@ -22,8 +22,11 @@ def test_json_carries_every_field_compactly():
     assert json.loads(raw) == {
         "id": 1, "pipeline": "p", "detector": "adwin", "signal": "loss", "event_index": 10, "event_id": "e1",
         "topic": "events", "partition": 0, "offset": 10, "ts": 101.0, "loss_before": 0.125, "loss_after": 0.5,
-        "window": 1000, "model_version": 3,
+        "window": 1000, "model_version": 3, "kind": "drift", "state": "drift", "severity": "low", "count": 1,
+        "revision": 0, "last_event_index": -1, "resolved_index": None, "updated_ts": 0.0, "error_now": None,
+        "message": "",
     }  # fmt: skip
+    assert Alert.from_dict({**json.loads(raw), "added_later": 1}) == _alert(1)
 
 
 def test_history_is_bounded_but_the_total_counts_everything():

@@ -1,0 +1,97 @@
+"""The application factory: routers, the body-size guard, errors as 4xx with a message.
+
+``lifespan`` takes context managers entered when the server starts and left when it
+stops (a replica's snapshot watcher); uvicorn must run the app with ``lifespan="on"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stream.alerts import AlertLog
+from stream.api.deps import State
+from stream.api.prometheus import ServingMetrics
+from stream.api.routes import alerts, dashboard, health, labels, metrics, models, predict
+from stream.runtime.board import ModelBoard
+
+ROUTERS = (health, models, predict, labels, alerts, metrics)
+
+
+def create_app(
+    board: ModelBoard,
+    alert_log: AlertLog,
+    *,
+    max_rows: int = 10_000,
+    max_body_bytes: int = 16 * 1024 * 1024,
+    status: Callable[[], dict[str, Any]] | None = None,
+    api_keys: Sequence[bytes] = (),
+    open_reads: bool = True,
+    labels_sink: Any = None,
+    labels_topic: str = "labels",
+    lag: Callable[[], dict[str, int]] | None = None,
+    lifespan: Sequence[Callable[[], contextlib.AbstractContextManager[Any]]] = (),
+) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+        with contextlib.ExitStack() as stack:
+            for enter in lifespan:
+                stack.enter_context(enter())
+            yield
+
+    app = FastAPI(
+        title="Driftline",
+        version="0.1.0",
+        description="Predictions from models that learn from a stream, their versions, drift alerts and metrics.",
+        lifespan=_lifespan,
+    )
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        # refuse before reading: a huge body must not be buffered to be rejected
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            return JSONResponse(
+                status_code=413, content={"detail": f"request body is {length} bytes; the limit is {max_body_bytes}"}
+            )
+        return await call_next(request)
+
+    state = State(
+        board, alert_log, max_rows, status,
+        api_keys=api_keys, open_reads=open_reads, labels=labels_sink, labels_topic=labels_topic,
+    )  # fmt: skip
+    state.metrics = ServingMetrics(state, lag)
+    state.lag = lag
+    app.state.driftline = state
+    for module in ROUTERS:
+        app.include_router(module.router)
+    _add_live(app)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{loc}: {err.get('msg')}")
+        return JSONResponse(status_code=422, content={"detail": "; ".join(problems)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
+
+    return app
+
+
+def _add_live(app: FastAPI) -> None:
+    """The watching side: the metrics stream, the dashboard page and its static files."""
+    app.include_router(metrics.stream_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
