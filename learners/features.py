@@ -285,7 +285,7 @@ class FeatureSpace:
         # one lookup per item: named columns and the overflow columns of names past the width
         lookup = self._over_cache if self._over_cache else self._num_index
         get = lookup.get
-        cols = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
+        cols = np.fromiter(map(get, keys, itertools.repeat(-1)), np.int64, len(keys))
         for p in np.flatnonzero(cols < 0).tolist():
             k = keys[p]
             col = self._numeric_column(k, grow, int(rows[p]))
@@ -432,7 +432,7 @@ class FeatureSpace:
         """Learn the running statistics of ``X`` and add the columns it introduces."""
         if not X:
             return
-        r, c, v, is_num = self._scatter(X, grow=True)
+        _, c, v, is_num = self._scatter(X, grow=True)
         self._fold(len(X), c, v, is_num)
 
     def _fold(self, n_rows: int, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> None:
