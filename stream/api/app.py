@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stream.alerts import AlertLog
 from stream.api.deps import State
 from stream.api.prometheus import ServingMetrics
-from stream.api.routes import alerts, health, labels, metrics, models, predict
+from stream.api.routes import alerts, dashboard, health, labels, metrics, models, predict
 from stream.runtime.board import ModelBoard
 
 ROUTERS = (health, models, predict, labels, alerts, metrics)
@@ -67,9 +68,11 @@ def create_app(
         api_keys=api_keys, open_reads=open_reads, labels=labels_sink, labels_topic=labels_topic,
     )  # fmt: skip
     state.metrics = ServingMetrics(state, lag)
+    state.lag = lag
     app.state.driftline = state
     for module in ROUTERS:
         app.include_router(module.router)
+    _add_live(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -85,3 +88,10 @@ def create_app(
         return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
     return app
+
+
+def _add_live(app: FastAPI) -> None:
+    """The watching side: the metrics stream, the dashboard page and its static files."""
+    app.include_router(metrics.stream_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")
