@@ -49,7 +49,7 @@ from stream.config import Settings
 from stream.evaluation import Prequential, predictive_churn
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
-from stream.monitors import LossMonitor
+from stream.monitors import FeatureMonitor, LossMonitor
 from stream.runtime.board import ModelBoard, ServedModel
 from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_snapshot, seal
 
@@ -118,6 +118,7 @@ class Pipeline:
         self.learner: Learner = learner_factory()
         self.metrics = Prequential(settings.rolling_window)
         self.monitor = self._new_monitor()
+        self.feature_monitors = self._new_feature_monitors()
         self.offsets: dict[TopicPartition, int] = {}
         self.model_version = 0
         #: the alerts' lifecycle (open, merged, resolved); its state is part of the snapshot
@@ -161,6 +162,9 @@ class Pipeline:
         """Stop at the end of the current step without writing anything more (a lost lease)."""
         self._halted = reason
 
+    def _new_feature_monitors(self) -> list[FeatureMonitor]:
+        return [FeatureMonitor(f, window=self.settings.rolling_window) for f in self.settings.feature_monitors]
+
     def _new_monitor(self) -> LossMonitor:
         s = self.settings
         return LossMonitor(s.detector, s.detector_params, s.seed, s.rolling_window, s.drift_direction)
@@ -195,6 +199,11 @@ class Pipeline:
                 self.name, version, state["monitor"]["name"], state["monitor"]["params"],
                 self.settings.detector, self.settings.detector_params,
             )
+        self.feature_monitors = self._new_feature_monitors()
+        kept = state.get("feature_monitors", {})
+        for mon in self.feature_monitors:
+            if mon.feature in kept and not mon.load_state_dict(kept[mon.feature]):
+                logger.warning("pipeline=%s input monitor of %r changed since snapshot v%d: it starts fresh", self.name, mon.feature, version)
         self.model_version = header.model_version
         self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
         if "alerts" in state:
@@ -243,6 +252,7 @@ class Pipeline:
         self.learner = self._factory()
         self.metrics = Prequential(self.settings.rolling_window)
         self.monitor = self._new_monitor()
+        self.feature_monitors = self._new_feature_monitors()
         self.offsets = {}
         self.model_version = 0
         self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
@@ -377,10 +387,13 @@ class Pipeline:
             self.metrics.update_many(ys, preds)
             losses = [0.0 if p == y else 1.0 for y, p in zip(ys, preds, strict=True)]
             for at, found in self.monitor.update_many(losses, indexes):
-                self._drifted = True
+                # a warning is for people; only a firing tells the learner to react
+                self._drifted = self._drifted or found.kind == "drift"
                 self._raise_alert(found, labelled[at], lab_origin[at])
             self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin, strict=True))
         self.counters.labelled += len(labelled)
+        if self.feature_monitors:
+            self._watch_inputs(events, origin, first)
         if self.alert_manager.open:
             error = 1.0 - self.metrics.summary()["rolling_accuracy"]
             self._emit(self.alert_manager.on_progress(first + len(events), error), origin[-1] if origin else None)
@@ -494,8 +507,19 @@ class Pipeline:
         }
         self._send(self.settings.dead_letter_topic, json.dumps(body).encode(), rec.key)
 
+    def _watch_inputs(self, events: list[Event], origin: list[Record], first_index: int) -> None:
+        """Input drift: each watched feature's values through its own detector."""
+        for mon in self.feature_monitors:
+            name, update = mon.feature, mon.update
+            for i, (ev, rec) in enumerate(zip(events, origin, strict=True)):
+                v = ev.x.get(name)
+                if type(v) is float or type(v) is int:
+                    found = update(float(v), first_index + i)
+                    if found is not None:
+                        self._raise_alert(found, ev, rec)
+
     def _raise_alert(self, found: Any, ev: Event, rec: Record) -> None:
-        if found.kind == "drift":
+        if found.kind == "drift" and found.signal == "loss":
             self.drift_points.append(found.event_index)
         where = Where(ev.id, rec.topic, rec.partition, rec.offset, self.model_version, ev.ts)
         self._emit(self.alert_manager.on_signal(found, where), rec)
@@ -540,6 +564,7 @@ class Pipeline:
             "learner": self.learner.state_dict(),
             "metrics": self.metrics.state_dict(),
             "monitor": self.monitor.state_dict(),
+            "feature_monitors": {m.feature: m.state_dict() for m in self.feature_monitors},
             "next_alert_id": self.alert_manager.next_id,
             "alerts": self.alert_manager.state_dict(),
             "drift_points": list(self.drift_points),

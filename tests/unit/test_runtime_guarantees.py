@@ -80,8 +80,7 @@ def _final(pipe: Pipeline) -> tuple:
 def _alert_state(pipe: Pipeline) -> dict:
     # the open alert's wall-clock times say when this process saw the drift: not the stream's
     state = pipe.alert_manager.state_dict()
-    if state["open"] is not None:
-        state["open"] = {k: v for k, v in state["open"].items() if k not in ("ts", "updated_ts")}
+    state["open"] = {s: {k: v for k, v in a.items() if k not in ("ts", "updated_ts")} for s, a in state["open"].items()}
     return state
 
 
