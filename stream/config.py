@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     drift_reaction: str = Field("learner", description="On drift: 'learner' calls the learner's on_drift hook; 'none' only alerts.")
     rolling_window: int = Field(1000, ge=10, description="Window of the rolling accuracy and kappa.")
 
+    feature_monitors: list[str] = Field(default_factory=list, description="Numeric features watched for input drift (ADWIN on each one's values), as a JSON list; a change is a drift alert whose signal is the feature.")
     alert_cooldown_events: int = Field(2000, ge=0, description="A drift within this many events of the open alert's last firing merges into it (count + 1).")
     alert_min_drifts: int = Field(1, ge=1, description="Rule 'N drifts in T': open a drift alert once this many firings fell within alert_drift_window_events.")
     alert_drift_window_events: int = Field(10_000, ge=1, description="The T of 'N drifts in T', in events.")

@@ -115,6 +115,7 @@ def decode_label(raw: bytes, task: str) -> Label:
 class Waiting:
     """A served event waiting for its label."""
 
+    event_id: str
     x: dict[str, Any]
     prediction: Any
     version: int
@@ -204,7 +205,7 @@ class LabelJoin:
                 continue
             # an id served again replaces the older wait (the newer prediction is the one to score)
             waiting.pop(ev.id, None)
-            waiting[ev.id] = Waiting(ev.x, pred, version, first_index + i, ts, rec.topic, rec.partition, rec.offset, rec.key, rec.value)
+            waiting[ev.id] = Waiting(ev.id, ev.x, pred, version, first_index + i, ts, rec.topic, rec.partition, rec.offset, rec.key, rec.value)
         self.stream_ms = stream_ms
 
     def observe(self, records: Iterable[Record]) -> None:
@@ -332,6 +333,6 @@ class LabelJoin:
         self.stream_ms = int(state["stream_ms"])
         self.offsets = {(t, int(p)): int(o) for t, p, o in state["offsets"]}
         self._last_ms = {int(p): int(ts) for p, ts in state["last_ms"]}
-        self._waiting = {row[0]: Waiting(*row[1:]) for row in state["waiting"]}
+        self._waiting = {row[0]: Waiting(*row) for row in state["waiting"]}
         self._resolved = dict(state["resolved"])
         self.seek()

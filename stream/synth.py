@@ -376,7 +376,7 @@ def drift_points(
             raise ValueError(f"drift_points of {name!r} needs a finite n")
         if name == "text":
             return list(range(drift_every or TEXT_DRIFT_EVERY, n, drift_every or TEXT_DRIFT_EVERY))
-        return [SHORT_LENGTH // 2] if name == "short" and SHORT_LENGTH // 2 < n else []
+        return [SHORT_LENGTH // 2] if name == "short" and n > SHORT_LENGTH // 2 else []
     return [p for p, _w in _scaled(info.drifts, n, scale) if n is None or p < n]
 
 
