@@ -258,3 +258,29 @@ def test_three_workers_share_six_pipelines_and_a_dead_ones_move_within_ten_secon
     for lease in leases:
         lease.close()
     store.close()
+
+
+def test_dead_letters_are_listed_and_replayed_as_their_original_bytes(tmp_path, kafka_bootstrap, unique_name, capsys):
+    import base64
+    import json
+
+    from connectors.kafka import open_source
+    from stream.cli import main
+
+    dead, fixed = unique_name("dead"), unique_name("fixed")
+    original = [b'{"id": "a", "x": {"f": NaN}}', b"\xff\xfe not utf-8"]
+    records = [
+        (dead, json.dumps({"pipeline": "p", "reason": f"reason {i}", "topic": "ev", "partition": 0, "offset": i,
+                           "value_b64": base64.b64encode(v).decode()}).encode(), int(time.time() * 1000))
+        for i, v in enumerate(original)
+    ]  # fmt: skip
+    _produce(kafka_bootstrap, [dead, fixed], records)
+    assert main(["dead-letters", dead, "--bootstrap-servers", kafka_bootstrap]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "p ev[0]@0: reason 0" in out and "p ev[0]@1: reason 1" in out and "2 dead letter(s)" in out
+    assert main(["dead-letters", dead, "--replay", "--to", fixed, "--reason", "reason 1", "--bootstrap-servers", kafka_bootstrap]) == 0
+    source = open_source("confluent", kafka_bootstrap, [fixed], unique_name("r"))
+    got: list[bytes] = []
+    _wait(lambda: got.extend(r.value for r in source.poll(10, 200)) or got, 30, "the replayed event")
+    source.close()
+    assert got == [original[1]]
