@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench bench-accuracy bench-gpu bench-throughput services-up services-down system-deps kafka-jars clean
+.PHONY: run test lint bench bench-accuracy bench-deps bench-gpu bench-throughput services-up services-down system-deps kafka-jars clean
 
 # The environment: created once, refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -49,6 +49,10 @@ services-down: $(STAMP)
 	$(VENV)/bin/driftline services down
 
 bench: bench-throughput
+
+# MOA (CapyMOA + its jar) for the benches' MOA rows; the tests skip those without it.
+bench-deps: $(STAMP) system-deps
+	$(PY) -m pip install -q -e '.[dev,bench]'
 
 bench-throughput: $(STAMP)
 	$(PY) -m bench.throughput $(ARGS)

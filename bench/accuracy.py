@@ -1,4 +1,4 @@
-"""Prequential accuracy benchmark on the DriftMoE paper's streams.
+"""Prequential accuracy benchmark on the DriftMoE paper's streams and on the user regimes.
 
     python -m bench.accuracy --quick --jobs 2      # first 100k events of every stream
     python -m bench.accuracy                       # full length: 1M synthetic, real files whole
@@ -11,6 +11,13 @@ same streams, length and seed, so runs of different learners add up to one table
 Outputs: ``accuracy.md`` (table with the paper's numbers beside ours), one
 ``accuracy_<stream>.png`` per stream (rolling accuracy, drift points marked), and with
 ``--json`` one JSON object per row.
+
+Beside the paper's eight streams, ``text``, ``runs`` and ``short`` (``stream.synth``) are the
+regimes users send: sparse bags of words with topic drift, 40 classes arriving in runs, and
+a stream of 3,000 events; each runs at its own length (``--quick`` and ``--n`` cap it).
+MOA's ARF(10) and Hoeffding tree (``moa-arf``, ``moa-ht``) run through CapyMOA when it is
+installed (``pip install -e '.[bench]'``); without it their rows fail with the reason and
+the others go on.
 
 Synthetic drift positions are the paper's absolute ones, so ``--quick`` compares learners on
 the paper streams' first 100k events, which hold no SEA or LED drift (RBF drifts
@@ -43,7 +50,9 @@ from stream import synth
 
 SYNTHETIC = ("led_a", "led_g", "sea_a", "sea_g", "rbf_m", "rbf_f")
 REAL = ("elec", "covt")
-STREAMS = (*SYNTHETIC, *REAL)
+PAPER_EIGHT = (*SYNTHETIC, *REAL)
+USER = synth.USER_STREAMS
+STREAMS = (*SYNTHETIC, *REAL, *USER)
 QUICK_N = 100_000
 CURVE_WINDOW = 1_000
 CURVE_POINTS = 500
@@ -66,6 +75,9 @@ class LearnerSpec:
     batch: int = 1
     #: column of the paper's table this learner is compared with, if any
     paper: str | None = None
+    #: predict with ``predict_many_causal(X, y)``: each row with the labels of the rows
+    #: before it in its micro-batch, as a per-event learner has them
+    causal: bool = False
     note: str = ""
 
 
@@ -75,6 +87,13 @@ LEARNERS: dict[str, LearnerSpec] = {
         LearnerSpec("driftmoe-ht-data", "driftmoe-ht-data", paper="MoE-Data"),
         LearnerSpec("driftmoe-ht-task", "driftmoe-ht-task", paper="MoE-Task"),
         LearnerSpec("driftmoe", "driftmoe", batch=256, note="neural experts, micro-batch 256"),
+        LearnerSpec(
+            "driftmoe-causal",
+            "driftmoe",
+            batch=256,
+            causal=True,
+            note="neural experts, micro-batch 256, earlier rows' labels used (predict_many_causal)",
+        ),
         LearnerSpec(
             "arf",
             "river:forest.ARFClassifier",
@@ -98,6 +117,8 @@ LEARNERS: dict[str, LearnerSpec] = {
         ),
         LearnerSpec("ht", "river:tree.HoeffdingTreeClassifier"),
         LearnerSpec("hat", "river:tree.HoeffdingAdaptiveTreeClassifier"),
+        LearnerSpec("moa-arf", "moa:arf", note="MOA ARF, 10 trees, via CapyMOA"),
+        LearnerSpec("moa-ht", "moa:ht", note="MOA Hoeffding tree, via CapyMOA"),
     )
 }
 #: registry names are accepted wherever a key is
@@ -130,6 +151,10 @@ def stream_length(stream: str, n: int | None) -> int:
         return rows if n is None else min(n, rows)
     if stream in SYNTHETIC:
         return synth.PAPER_LENGTH if n is None else n
+    if stream in USER:
+        length = synth.STREAMS[stream].length
+        assert length is not None
+        return length if n is None else min(n, length)
     raise ValueError(f"unknown stream {stream!r}; choose from: {', '.join(STREAMS)}")
 
 
@@ -290,6 +315,7 @@ def prequential(
     n: int,
     batch: int = 1,
     progress: _Progress | None = None,
+    causal: bool = False,
 ) -> tuple[_Scores, float, float]:
     """Test-then-train over ``events``; returns the scores and the learner's wall and CPU seconds.
 
@@ -312,7 +338,7 @@ def prequential(
     else:
         for X, Y in _batches(events, batch):
             t0, c0 = clock(), cpu_clock()
-            preds = learner.predict_many(X)
+            preds = learner.predict_many_causal(X, Y) if causal else learner.predict_many(X)
             learner.learn_many(X, Y)
             wall += clock() - t0
             cpu += cpu_clock() - c0
@@ -339,13 +365,24 @@ def compute_row(
 
     spec = resolve_learner(learner_key)
     n = stream_length(stream, n)
-    learner = make_learner(spec.registry_name, spec.params, seed=seed)
     base_mb = _peak_mb()
-    bar = _Progress(f"{stream} {spec.key} seed {seed}", n, progress, shared)
     started = time.perf_counter()
-    scores, wall, cpu = prequential(
-        learner, open_stream(stream, n, seed, scale), n, spec.batch, bar
-    )
+    if spec.registry_name.startswith("moa:"):
+        from bench import moa
+
+        learner: Any = None
+        events = list(open_stream(stream, n, seed, scale))
+        preds, wall, cpu = moa.prequential(spec.key, events, seed)
+        scores = _Scores(n)
+        for (_, y), p in zip(events, preds, strict=True):
+            scores.update(y, p)
+    else:
+        learner = make_learner(spec.registry_name, spec.params, seed=seed)
+        base_mb = _peak_mb()
+        bar = _Progress(f"{stream} {spec.key} seed {seed}", n, progress, shared)
+        scores, wall, cpu = prequential(
+            learner, open_stream(stream, n, seed, scale), n, spec.batch, bar, spec.causal
+        )
     total = time.perf_counter() - started
     if scores.n != n:
         raise RuntimeError(f"{stream} gave {scores.n} events, expected {n}")
@@ -367,7 +404,7 @@ def compute_row(
         "total_s": total,
         "peak_mb": _peak_mb(),
         "base_mb": base_mb,
-        "device": _device_of(learner),
+        "device": "jvm" if learner is None else _device_of(learner),
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
     }
@@ -540,10 +577,18 @@ def markdown_table(rows: Sequence[dict[str, Any]], command: str, quick: bool) ->
     lines += ["", "## The paper's table (accuracy %)", ""]
     lines.append("| stream | " + " | ".join(PAPER_COLUMNS) + " |")
     lines.append("|---|" + "---:|" * len(PAPER_COLUMNS))
-    for s in ("airl", *STREAMS):
+    for s in ("airl", *PAPER_EIGHT):
         vals = PAPER[s]
         lines.append(f"| {s} | " + " | ".join(f"{vals[c]:.2f}" for c in PAPER_COLUMNS) + " |")
     lines += ["", summary_line(rows), ""]
+    for ours in ("driftmoe", "driftmoe-causal"):
+        for streams, group in ((PAPER_EIGHT, "the paper's"), (USER, "the user regimes'")):
+            for baseline in ("arf", "moa-arf"):
+                if (ours, baseline, streams) == ("driftmoe", "arf", PAPER_EIGHT):
+                    continue  # the first line
+                extra = summary_line(rows, baseline, streams, group, ours)
+                if not extra.startswith("Summary: needs"):
+                    lines += [extra, ""]
     return "\n".join(lines)
 
 
@@ -573,17 +618,25 @@ def seed_means(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def summary_line(rows: Sequence[dict[str, Any]]) -> str:
-    """Neural DriftMoE vs ARF: mean accuracy over the streams both ran, and the speed ratio.
+def summary_line(
+    rows: Sequence[dict[str, Any]],
+    baseline: str = "arf",
+    streams: Sequence[str] = PAPER_EIGHT,
+    group: str = "the paper's",
+    ours: str = "driftmoe",
+) -> str:
+    """Neural DriftMoE vs ``baseline``: mean accuracy over the ``streams`` both ran, and the
+    speed ratio.
 
     A stream run with several seeds counts once, with its mean over them.
     """
     by: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         by.setdefault((r["stream"], r["learner"]), []).append(r)
-    common = [s for s in STREAMS if (s, "driftmoe") in by and (s, "arf") in by]
+    common = [s for s in streams if (s, ours) in by and (s, baseline) in by]
     if not common:
-        return "Summary: needs rows of both `driftmoe` and `arf` on the same streams."
+        return f"Summary: needs rows of both `{ours}` and `{baseline}` on the same streams."
+    name = {"arf": "ARF", "moa-arf": "MOA's ARF"}.get(baseline, baseline)
 
     def avg(stream: str, learner: str, key: str) -> float:
         return statistics.mean(r[key] for r in by[(stream, learner)])
@@ -591,15 +644,15 @@ def summary_line(rows: Sequence[dict[str, Any]]) -> str:
     # CPU-time rates: wall-clock rates of rows that ran at different times on a shared
     # machine compare the load, not the learners
     ratios = [
-        avg(s, "driftmoe", "events_per_cpu_s") / avg(s, "arf", "events_per_cpu_s") for s in common
+        avg(s, ours, "events_per_cpu_s") / avg(s, baseline, "events_per_cpu_s") for s in common
     ]
     geo = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-    moe = 100 * statistics.mean(avg(s, "driftmoe", "accuracy") for s in common)
-    arf = 100 * statistics.mean(avg(s, "arf", "accuracy") for s in common)
+    moe = 100 * statistics.mean(avg(s, ours, "accuracy") for s in common)
+    arf = 100 * statistics.mean(avg(s, baseline, "accuracy") for s in common)
     return (
-        f"Summary over {len(common)} of {len(STREAMS)} streams ({', '.join(common)}): "
-        f"neural DriftMoE mean accuracy {moe:.2f}% vs ARF {arf:.2f}% "
-        f"({moe - arf:+.2f} points); DriftMoE is {geo:.1f}× ARF's events per "
+        f"Summary over {len(common)} of {group} {len(streams)} streams ({', '.join(common)}): "
+        f"{'neural DriftMoE' if ours == 'driftmoe' else ours} mean accuracy {moe:.2f}% vs {name} {arf:.2f}% "
+        f"({moe - arf:+.2f} points); it is {geo:.1f}× {name}'s events per "
         "CPU-second (geometric mean of per-stream ratios)."
     )
 

@@ -82,6 +82,14 @@ def validate_batch(X: Sequence[Any], y: Sequence[Any] | None = None) -> None:
             validate_y(label, f"y[{i}]")
 
 
+def _check_labels(X: Sequence[Any], y: Sequence[Any]) -> None:
+    if len(y) != len(X):
+        raise InvalidInputError(f"X has {len(X)} rows but y has {len(y)} labels")
+    for i, label in enumerate(y):
+        if label is not None:
+            validate_y(label, f"y[{i}]")
+
+
 class Classifier:
     """Convenience base: the ``_many`` verbs loop over the ``_one`` verbs and vice versa.
 
@@ -113,6 +121,22 @@ class Classifier:
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         return [self.predict_proba_one(x) for x in X]
+
+    # The label-aware verbs: in a prequential stream the labels of a call's earlier rows
+    # are known when its later rows are predicted. ``y[j]`` (None: unknown) may shape the
+    # prediction of rows after j only, never row j's own or an earlier one's, and the model
+    # is not changed. A learner that cannot use them predicts as ``predict_many`` does.
+    def predict_many_causal(
+        self, X: Sequence[Features], y: Sequence[Label | None]
+    ) -> list[Label | None]:
+        _check_labels(X, y)
+        return self.predict_many(X)
+
+    def predict_proba_many_causal(
+        self, X: Sequence[Features], y: Sequence[Label | None]
+    ) -> list[dict[Label, float]]:
+        _check_labels(X, y)
+        return self.predict_proba_many(X)
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError

@@ -15,6 +15,9 @@ builds a fresh, identically configured learner, and a small seeded stream (see
   random points gives the same state bit for bit (a learner that learns in fixed blocks
   keeps the rows of an unfilled block in its state), and a row's prediction does not
   depend on the rows after it in the same call;
+- the label-aware verbs (``predict_many_causal(X, y)``): a row's prediction depends on the
+  labels of the rows before it only, never on its own label or later rows and labels, it
+  changes nothing, and unknown (None) labels are accepted;
 - malformed input (a non-dict ``x``, a NaN, a list value, a ``None`` label, ``X`` and ``y``
   of different lengths) raises ``InvalidInputError`` naming the field, and leaves the model
   as it was.
@@ -308,6 +311,37 @@ def check_prediction_ignores_later_rows(factory: Factory, stream: list[Event]) -
         assert learner.predict_many(rows[:n]) == labels[:n], f"predict_many of the first {n} rows"
 
 
+def check_causal_prediction_uses_only_earlier_labels(factory: Factory, stream: list[Event]) -> None:
+    learner = factory()
+    _learn(learner, stream[:200])
+    rows = [x for x, _ in stream[200:260]]
+    labels = [y for _, y in stream[200:260]]
+    before = learner.state_dict()
+    full = learner.predict_proba_many_causal(rows, labels)
+    hard = learner.predict_many_causal(rows, labels)
+    assert len(full) == len(rows) and len(hard) == len(rows), "one answer per row"
+    other = {"a": "b", "b": "a"}
+    for n in (1, 17, 59):
+        # exact: each prefix row is computed by the same code on the same inputs
+        assert learner.predict_proba_many_causal(rows[:n], labels[:n]) == full[:n], (
+            f"predict_proba_many_causal of the first {n} rows"
+        )
+        assert learner.predict_many_causal(rows[:n], labels[:n]) == hard[:n], (
+            f"predict_many_causal of the first {n} rows"
+        )
+        # the last row's own label, unknown or wrong, never reaches its prediction
+        for own in (None, other.get(labels[n - 1], labels[n - 1])):
+            got = learner.predict_proba_many_causal(rows[:n], [*labels[: n - 1], own])
+            # exact: the same rows and earlier labels, so the same computation
+            assert got == full[:n], f"row {n - 1}'s prediction read its own label"
+    unknown = learner.predict_many_causal(rows, [None] * len(rows))
+    assert len(unknown) == len(rows), "unknown labels: one answer per row"
+    assert_state_equal(before, learner.state_dict(), "state after causal predictions")
+    _expect_invalid(
+        lambda: learner.predict_many_causal(rows[:3], labels[:2]), "y", "3 rows and 2 labels"
+    )
+
+
 def _names(message: str, field: str) -> bool:
     if field == "x":
         # a *_one verb may name its argument x, or the row X[0] when it delegates to *_many
@@ -388,6 +422,7 @@ _CHECKS: tuple[Check, ...] = (
     check_new_feature_mid_stream,
     check_chop_invariant,
     check_prediction_ignores_later_rows,
+    check_causal_prediction_uses_only_earlier_labels,
     check_rejects_malformed_input,
     check_learn_many_length_mismatch,
 )

@@ -6,13 +6,15 @@ import contextlib
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from scipy.signal import lfilter
+from scipy.sparse import csr_matrix
 
 from learners.base import Classifier, Features, Label, validate_batch, validate_y
+from learners.exceptions import InvalidInputError
 from learners.features import FeatureSpace, LabelSpace
 
 logger = logging.getLogger(__name__)
@@ -24,7 +26,9 @@ _EPS = 1e-8
 _NEG = -1e9
 # weight of the newest micro-batch in each expert's running accuracy
 _ACC_DECAY = 0.05
-_STATE_VERSION = 3
+_STATE_VERSION = 4
+# the causal path's predictors: experts, neighbour vote, recent labels
+_N_CAUSAL = 3
 # exponential-weights mix of the experts and the neighbour vote: learning rate on the
 # running mean log-loss, and that mean's decay per micro-batch
 _MIX_ETA = 5.0
@@ -69,11 +73,23 @@ def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
             torch.set_num_threads(threads)
 
 
+class _Parts(NamedTuple):
+    """A prediction's parts: the experts' mixture and the neighbour vote (B, classes), the
+    rows as the neighbour memory reads them (padded to a multiple of 16) and their squared
+    distances to it (less their own norm). Any may be None (not built, memory empty)."""
+
+    experts: np.ndarray | None
+    neighbours: np.ndarray | None
+    query: np.ndarray | None
+    bank_d2: np.ndarray | None
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """The logistic function, exact at both ends: for x below about -88 (float32) exp(-x)
-    is inf and 1 / (1 + inf) is exactly 0, the correctly rounded value, so the overflow
-    is expected and silenced rather than a sign of lost precision (the two-branch form
-    would round the other values differently and change every learned bit)."""
+    """The logistic function without overflow warnings: for x below about -88 (float32)
+    exp(-x) is inf and 1 / (1 + inf) is 0, the logistic's value to float32 precision (it
+    is under the smallest normal number there), so that overflow is expected and silenced
+    rather than a sign of lost precision. The two-branch form would round the other values
+    differently and change every learned bit of the models learned so far."""
     with np.errstate(over="ignore"):
         return 1.0 / (1.0 + np.exp(-x))
 
@@ -139,6 +155,19 @@ class NeuralDriftMoE(Classifier):
     label_context, context_halflife
         Add a recent-label expert (an exponentially weighted histogram of the latest labels,
         half-life in events) to the router's choices. Off by default: it did not help here.
+    causal, recent_halflife
+        The label-aware prediction path (``predict_many_causal(X, y)``): in a prequential
+        stream the labels of a micro-batch's earlier rows are known before its later rows
+        are predicted. Row i's prediction then also uses rows ``< i`` of the call with
+        their labels: they join the neighbour vote's memory, and a recent-label predictor
+        (an exponentially weighted histogram of the labels, half-life ``recent_halflife``
+        events) joins the mix, so classes that arrive in runs are followed event by event
+        without a weight step per row. The three are mixed by exponential weights on their
+        running log-loss, scored at every block on its rows with their true labels.
+        ``causal=False`` skips that scoring (and the path then ignores the labels).
+    warmup
+        The first ``warmup`` events learn in steps of ``batch_size // 4`` rows: short
+        streams start learning from their first events.
     batch_size
         Rows per optimiser step. A block of 256 events takes 256 / batch_size steps.
     block
@@ -253,6 +282,9 @@ class NeuralDriftMoE(Classifier):
         input_halflife: float | None = 32.0,
         neighbours: int | None = 8,
         neighbour_window: int = 1024,
+        causal: bool = True,
+        recent_halflife: float = 3.0,
+        warmup: int = 2048,
         batch_size: int = 64,
         block: int = 256,
         standardize: bool = True,
@@ -286,6 +318,10 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"input_halflife must be > 0 or None, got {input_halflife}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if recent_halflife <= 0:
+            raise ValueError(f"recent_halflife must be > 0, got {recent_halflife}")
+        if warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {warmup}")
         if block < 1:
             raise ValueError(f"block must be >= 1, got {block}")
         if width is not None and width < 1:
@@ -310,6 +346,9 @@ class NeuralDriftMoE(Classifier):
         self.input_halflife = input_halflife
         self.neighbours = neighbours
         self.neighbour_window = neighbour_window
+        self.causal = causal
+        self.recent_halflife = recent_halflife
+        self.warmup = warmup
         self.batch_size = batch_size
         self.block = block
         self.standardize = standardize
@@ -375,9 +414,13 @@ class NeuralDriftMoE(Classifier):
         self._bank_len = 0
         self._bank_pos = 0
         self._mix_loss = np.zeros(2, dtype=np.float64)
-        # the last prediction's rows and its two probability matrices, so that learning the
-        # rows just predicted scores the mix without computing them again; not in the state
-        self._pred_memo: tuple[list[Any], np.ndarray, np.ndarray | None] | None = None
+        # the causal path: recent-label histogram (one weight per class) and the running
+        # losses of [experts, neighbours, recent labels] that weigh its three predictors
+        self._recent = np.zeros(0, dtype=np.float64)
+        self._cmix_loss = np.zeros(_N_CAUSAL, dtype=np.float64)
+        # the last prediction's rows and its parts (see _Parts), so that learning the rows
+        # just predicted scores the mixes without computing them again; not in the state
+        self._pred_memo: tuple[list[Any], _Parts] | None = None
         self._p: dict[str, torch.Tensor] = {}
         self._graph: Any = None
         self._n_seen = 0
@@ -799,31 +842,33 @@ class NeuralDriftMoE(Classifier):
         return a
 
     def _sparse_adam_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], da: np.ndarray) -> None:
-        """``_sparse_adam_t`` in numpy: the gradient of each input row present, summed in a
-        fixed order (sorted by input row, stable), then lazy Adam on those rows."""
+        """``_sparse_adam_t`` in numpy: the gradient of the input rows present as one sparse
+        (rows present x batch) by dense (batch x F) product, then lazy Adam on those rows."""
         st = self._np
         offsets, idx, vals = sparse
-        row_of = np.repeat(np.arange(da.shape[0]), np.diff(np.append(offsets, idx.shape[0])))
-        order = np.argsort(idx, kind="stable")
-        sidx = idx[order]
-        contrib = da[row_of[order]] * vals[order, None]
-        starts = np.flatnonzero(np.r_[True, sidx[1:] != sidx[:-1]])
-        u = sidx[starts]
-        gu = np.add.reduceat(contrib, starts, axis=0)
-        lo = self._p["w1"].numel()
+        b = da.shape[0]
+        row_of = np.repeat(np.arange(b), np.diff(np.append(offsets, idx.shape[0])))
+        u, inv = np.unique(idx, return_inverse=True)
+        # duplicates (a row hitting an input twice) are summed by the CSR build, in a fixed order
+        sel = csr_matrix((vals, (inv.ravel(), row_of)), shape=(u.shape[0], b))
+        gu = np.asarray(sel @ da, dtype=np.float32)
+        w1, lo = st["p"]["w1"], self._p["w1"].numel()
         bc1, bc2 = self._adam_np(lo)
-        m = st["mw1"][u]
+        m = np.take(st["mw1"], u, axis=0)
         m *= _BETA1
         m += np.float32(1.0 - _BETA1) * gu
-        v = st["vw1"][u]
+        gu *= gu
+        v = np.take(st["vw1"], u, axis=0)
         v *= _BETA2
-        v += np.float32(1.0 - _BETA2) * gu * gu
+        v += np.float32(1.0 - _BETA2) * gu
         st["mw1"][u] = m
         st["vw1"][u] = v
-        denom = np.sqrt(v * np.float32(1.0 / bc2))
-        denom += _EPS
-        lr_row = st["lr"][: self._p["w1"].shape[1]]
-        st["p"]["w1"][u] -= (m * lr_row) * np.float32(1.0 / bc1) / denom
+        v *= np.float32(1.0 / bc2)
+        np.sqrt(v, out=v)
+        v += _EPS
+        m *= st["lr"][: w1.shape[1]] * np.float32(1.0 / bc1)
+        m /= v
+        w1[u] -= m
 
     # ------------------------------------------------------------------ CUDA graph
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -863,11 +908,12 @@ class NeuralDriftMoE(Classifier):
         self._graph = graph
 
     # ------------------------------------------------------------------ API
-    def _neighbour_probs(self, z: np.ndarray, c: int) -> np.ndarray | None:
-        """Class shares among each row's nearest recent rows (B, c); None before any."""
+    def _neighbour_parts(self, z: np.ndarray, c: int) -> _Parts:
+        """The neighbour vote (B, c) of (padded) query rows ``z``, with the rows as the bank
+        reads them and their squared distances to it (each None before any row is kept)."""
         n = self._bank_len
         if not self.neighbours or n == 0:
-            return None
+            return _Parts(None, None, z if self.neighbours else None, None)
         bank = self._bank_x[:n]
         zz = z
         if z.shape[1] != bank.shape[1] or z.dtype != np.float32:
@@ -884,7 +930,59 @@ class NeuralDriftMoE(Classifier):
         lab = self._bank_y[:n][idx]
         rows = np.repeat(np.arange(z.shape[0]), k)
         counts = np.bincount(rows * c + lab.ravel(), minlength=z.shape[0] * c).reshape(-1, c)
-        return (counts + 0.1) / (k + 0.1 * c)
+        return _Parts(None, (counts + 0.1) / (k + 0.1 * c), zz, d2)
+
+    def _causal_vote(self, q: np.ndarray, d2_bank: np.ndarray | None, yi: np.ndarray, c: int) -> np.ndarray:
+        """The neighbour vote of each row over the bank and the call's earlier labelled rows.
+
+        ``q`` (padded to a multiple of 16 rows) are the rows as the bank reads them, ``yi``
+        the call's class indices (-1: unknown). The in-call products are taken against
+        fixed-size tiles of ``block`` rows, so an entry's bits never depend on the call's
+        length, and entries of a row's own or later rows are masked before the top-k:
+        nothing after a row reaches it."""
+        m = yi.shape[0]
+        w = self.block
+        tiles = []
+        with _one_blas_thread():
+            for s0 in range(0, m, w):
+                tile = np.zeros((w, q.shape[1]), dtype=np.float32)
+                tile[: min(w, m - s0)] = q[s0 : min(s0 + w, m)]
+                d = q @ tile.T
+                d *= np.float32(-2.0)
+                d += (tile * tile).sum(axis=1)[None, :]
+                tiles.append(d[:, : min(w, m - s0)])
+        inc = np.concatenate(tiles, axis=1)[:m]
+        j = np.arange(m)
+        inc[(j[None, :] >= j[:, None]) | (yi[None, :] < 0)] = np.inf
+        labels = yi
+        if d2_bank is not None:
+            inc = np.concatenate([d2_bank[:m], inc], axis=1)
+            labels = np.concatenate([self._bank_y[: self._bank_len], yi])
+        k = min(self.neighbours or 1, inc.shape[1])
+        idx = _nearest(np.ascontiguousarray(inc), k)
+        valid = np.isfinite(np.take_along_axis(inc, idx, axis=1))
+        lab = np.where(valid, labels[idx], 0)
+        rows = np.repeat(np.arange(m), k)
+        counts = np.bincount(rows * c + lab.ravel(), weights=valid.ravel().astype(np.float64), minlength=m * c)
+        return (counts.reshape(m, c) + 0.1) / (valid.sum(axis=1, keepdims=True) + 0.1 * c)
+
+    def _recent_probs(self, yi: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's recent-label shares (rows before it, the call's earlier rows
+        included), and the histogram after the call's last row."""
+        a = 0.5 ** (1.0 / self.recent_halflife)
+        h0 = np.zeros(c)
+        h0[: min(c, self._recent.shape[0])] = self._recent[:c]
+        e = np.zeros((yi.shape[0], c))
+        known = yi >= 0
+        e[np.flatnonzero(known), yi[known]] = 1.0
+        running = lfilter([1.0 - a], [1.0, -a], e, axis=0, zi=(a * h0)[None, :])[0]
+        before = np.vstack([h0[None, :], running[:-1]])
+        return (before + 1e-3) / (before.sum(axis=1, keepdims=True) + 1e-3 * c), running[-1]
+
+    def _causal_weights(self, have: Sequence[bool]) -> np.ndarray:
+        loss = np.where(np.asarray(have), self._cmix_loss, np.inf)
+        w = np.exp(-_MIX_ETA * (loss - loss.min()))
+        return w / w.sum()
 
     def _mix_weights(self) -> np.ndarray:
         # exponential weights on the running log-losses of the two predictors
@@ -949,19 +1047,26 @@ class NeuralDriftMoE(Classifier):
         for i in range(0, full, self.block):
             self._learn_block(wait_x[i : i + self.block], wait_y[i : i + self.block])
 
+    def _step_rows(self) -> int:
+        # short streams: smaller steps (more of them) until ``warmup`` events are learned
+        return self.batch_size if self._n_seen >= self.warmup else max(1, self.batch_size // 4)
+
     def _learn_block(self, X: Sequence[Features], y: Sequence[Label]) -> None:
-        before = self._probs_before_learning(X) if self.neighbours else None
+        before = self._probs_before_learning(X) if (self.neighbours or self.causal) else None
         csr = self._features.update_and_transform_sparse(X)
         yi = self._labels.update_and_encode(list(y))
+        if self.causal:
+            self._score_causal(before, yi)
         self._grow()
-        if before is not None:
-            self._score_mix(*before, yi)
+        if before is not None and before.neighbours is not None:
+            assert before.experts is not None
+            self._score_mix(before.experts, before.neighbours, yi)
         if self._sparse():
             self._learn_sparse(csr, yi)
             return
         z = _densify(csr, self._features.dim, self._features.has_overflow)
         xm = self._matrix(z, advance=True)
-        bs = self.batch_size
+        bs = self._step_rows()
         if self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
@@ -985,7 +1090,7 @@ class NeuralDriftMoE(Classifier):
         """``_learn_block``'s steps on CSR rows through the sparse first layer."""
         indptr, cols, vals = csr
         idx = cols * self._stride
-        bs = self.batch_size
+        bs = self._step_rows()
         for i in range(0, yi.shape[0], bs):
             j = min(i + bs, yi.shape[0])
             lo, hi = indptr[i], indptr[j]
@@ -1034,15 +1139,94 @@ class NeuralDriftMoE(Classifier):
 
     def _proba_matrix(self, X: Sequence[Features]) -> np.ndarray:
         """Probabilities (B, n_classes); the model and the feature space are untouched."""
-        pm, pn = self._probs(X)
-        self._pred_memo = (list(X), pm, pn)
+        parts = self._probs(X)
+        self._pred_memo = (list(X), parts)
+        pm, pn = parts.experts, parts.neighbours
+        assert pm is not None
         if pn is None:
             return pm
         w = self._mix_weights()
         return w[0] * pm + w[1] * pn
 
-    def _probs(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The experts' mixture and the neighbour vote for ``X`` (each (B, n_classes))."""
+    def _causal_matrix(
+        self, X: Sequence[Features], y: Sequence[Label | None]
+    ) -> tuple[np.ndarray, list[Label]]:
+        """Causal probabilities (B, classes) and the classes: the learned ones, then those
+        first seen among the call's labels (a run of a new class is followed at once)."""
+        if len(y) != len(X):
+            raise InvalidInputError(f"X has {len(X)} rows but y has {len(y)} labels")
+        for i, label in enumerate(y):
+            if label is not None:
+                validate_y(label, f"y[{i}]")
+        if not self._p:
+            validate_batch(X)  # when built, the feature space checks the rows it reads
+        classes = self._labels.labels
+        index = {label: i for i, label in enumerate(classes)}
+        yi = np.full(len(X), -1, dtype=np.int64)
+        for i, label in enumerate(y):
+            if label is not None and self.causal:
+                if label not in index:
+                    index[label] = len(classes)
+                    classes.append(label)
+                yi[i] = index[label]
+        c = len(classes)
+        if not X:
+            return np.zeros((0, c)), classes
+        parts = self._probs(X) if self._p else None
+        if parts is not None:
+            self._pred_memo = (list(X), parts)
+        if c == 0:
+            return np.zeros((len(X), 0)), classes
+        return self._causal_mix(parts, yi, c), classes
+
+    def _causal_mix(self, parts: _Parts | None, yi: np.ndarray, c: int) -> np.ndarray:
+        m = yi.shape[0]
+        comps: list[np.ndarray | None] = [None, None, None]
+        if parts is not None and parts.experts is not None:
+            pm = parts.experts
+            comps[0] = np.pad(pm, ((0, 0), (0, c - pm.shape[1]))) if pm.shape[1] < c else pm
+        if not self.causal:
+            pn = None if parts is None else parts.neighbours
+            if pn is not None and comps[0] is not None:
+                pn = np.pad(pn, ((0, 0), (0, c - pn.shape[1])))
+                w = self._mix_weights()
+                return w[0] * comps[0] + w[1] * pn
+            return comps[0] if comps[0] is not None else np.full((m, c), 1.0 / c)
+        if self.neighbours and parts is not None and parts.query is not None:
+            comps[1] = self._causal_vote(parts.query, parts.bank_d2, yi, c)
+        comps[2] = self._recent_probs(yi, c)[0]
+        w = self._causal_weights([p is not None for p in comps])
+        out = np.zeros((m, c))
+        for wk, p in zip(w, comps, strict=True):
+            if p is not None:
+                out += wk * p
+        return out
+
+    def _score_causal(self, parts: _Parts | None, yi: np.ndarray) -> None:
+        """Fold this block's log-loss of the causal path's three predictors (with the block's
+        true labels, as a caller passing them all would have had) into their running
+        losses, and move the recent-label histogram past the block."""
+        c = len(self._labels)
+        comps: list[np.ndarray | None] = [None, None, None]
+        if parts is not None and parts.experts is not None:
+            pm = parts.experts
+            comps[0] = np.pad(pm, ((0, 0), (0, c - pm.shape[1]))) if pm.shape[1] < c else pm
+        if self.neighbours and parts is not None and parts.query is not None:
+            comps[1] = self._causal_vote(parts.query, parts.bank_d2, yi, c)
+        comps[2], self._recent = self._recent_probs(yi, c)
+        rows = np.arange(yi.shape[0])
+        loss = np.array(
+            [
+                # a predictor not there yet counts as the uniform guess
+                math.log(c) if p is None else -np.log(np.clip(p[rows, yi], 1e-6, None)).mean()
+                for k, p in enumerate(comps)
+            ]
+        )
+        self._cmix_loss = _MIX_DECAY * self._cmix_loss + (1.0 - _MIX_DECAY) * loss
+
+    def _probs(self, X: Sequence[Features]) -> _Parts:
+        """The experts' mixture and the neighbour vote for ``X`` (each (B, n_classes)), and
+        the rows as the neighbour memory reads them with their distances to it."""
         if self._sparse():
             return self._probs_sparse(X)
         z = self._features.transform(X)
@@ -1055,10 +1239,10 @@ class NeuralDriftMoE(Classifier):
         if rows != m:
             z = np.concatenate([z, np.zeros((rows - m, z.shape[1]), dtype=z.dtype)])
         pm = self._moe_probs(self._matrix(z, advance=False), c)[:m]
-        pn = self._neighbour_probs(z, c) if self.neighbours else None
-        return pm, None if pn is None else pn[:m]
+        nb = self._neighbour_parts(z, c)
+        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_d2)
 
-    def _probs_sparse(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray | None]:
+    def _probs_sparse(self, X: Sequence[Features]) -> _Parts:
         indptr, cols, vals = self._features.transform_sparse(X)
         c, m = len(self._labels), len(X)
         rows = -(-m // _ROW_TILE) * _ROW_TILE  # padded with empty rows, as in _probs
@@ -1073,8 +1257,10 @@ class NeuralDriftMoE(Classifier):
                 st = tuple(torch.from_numpy(t).to(self._dev) for t in step)
                 _, _, probs, g = self._forward_t(None, self._gather_t(st))
                 pm = self._combine_t(probs, g)[:m, :c].to("cpu").numpy()
-        pn = self._neighbour_probs(self._project((indptr, cols, vals)), c) if self.neighbours else None
-        return pm, pn
+        q = self._project((indptr, cols, vals))
+        q = np.concatenate([q, np.zeros((rows - m, q.shape[1]), dtype=q.dtype)])
+        nb = self._neighbour_parts(q, c)
+        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_d2)
 
     def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
         """The router-weighted mixture of the experts (B, c)."""
@@ -1086,22 +1272,18 @@ class NeuralDriftMoE(Classifier):
             _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
             return self._combine_t(probs, g)[:, :c].to("cpu").numpy()
 
-    def _probs_before_learning(self, X: Sequence[Features]) -> tuple[np.ndarray, np.ndarray] | None:
-        """The experts' and the neighbour vote's probabilities for ``X`` as the model stands.
+    def _probs_before_learning(self, X: Sequence[Features]) -> _Parts | None:
+        """The parts of the prediction of ``X`` as the model stands (None before learning).
 
         The prediction of these very rows is reused when it was the last call; else they are
         computed now the same way (same rows, same shapes, same code), so the result never
         depends on how the caller split its predictions."""
         memo, self._pred_memo = self._pred_memo, None
         if memo is not None and len(memo[0]) == len(X) and all(a is b for a, b in zip(memo[0], X, strict=True)):
-            pm, pn = memo[1], memo[2]
-        elif not self._p:
+            return memo[1]
+        if not self._p:
             return None
-        else:
-            pm, pn = self._probs(X)
-        if pn is None:
-            return None
-        return pm, pn
+        return self._probs(X)
 
     def _score_mix(self, pm: np.ndarray, pn: np.ndarray, yi: np.ndarray) -> None:
         """Fold this batch's log-loss of the experts and of the neighbour vote (both as they
@@ -1114,6 +1296,22 @@ class NeuralDriftMoE(Classifier):
         rows = np.arange(yi.shape[0])
         loss = np.array([-np.log(np.clip(p[rows, yi], 1e-6, None)).mean() for p in (pm, pn)])
         self._mix_loss = _MIX_DECAY * self._mix_loss + (1.0 - _MIX_DECAY) * loss
+
+    def predict_many_causal(self, X: Sequence[Features], y: Sequence[Label | None]) -> list[Label | None]:
+        """Predict each row of ``X`` with the labels ``y`` of the rows before it in the call
+        (None: unknown); a row's own label and later ones never reach its prediction."""
+        probs, classes = self._causal_matrix(X, y)
+        if not classes:
+            return [None for _ in X]
+        return [classes[i] for i in probs.argmax(axis=1).tolist()]
+
+    def predict_proba_many_causal(
+        self, X: Sequence[Features], y: Sequence[Label | None]
+    ) -> list[dict[Label, float]]:
+        probs, classes = self._causal_matrix(X, y)
+        if not classes:
+            return [{} for _ in X]
+        return [dict(zip(classes, row.tolist(), strict=True)) for row in probs]
 
     def predict_proba_many(self, X: Sequence[Features]) -> list[dict[Label, float]]:
         if not self._p or not X:
@@ -1156,6 +1354,8 @@ class NeuralDriftMoE(Classifier):
             "neighbour_labels": self._bank_y.copy(),
             "neighbour_fill": [self._bank_len, self._bank_pos],
             "mix_loss": self._mix_loss.copy(),
+            "recent_labels": self._recent.copy(),
+            "causal_mix_loss": self._cmix_loss.copy(),
             "labels": self._labels.state_dict(),
             "generator": self._gen.get_state().clone(),
             "built": bool(self._p),
@@ -1185,6 +1385,8 @@ class NeuralDriftMoE(Classifier):
         self._bank_y = np.asarray(state["neighbour_labels"], dtype=np.int64).copy()
         self._bank_len, self._bank_pos = (int(v) for v in state["neighbour_fill"])
         self._mix_loss = np.asarray(state["mix_loss"], dtype=np.float64).copy()
+        self._recent = np.asarray(state["recent_labels"], dtype=np.float64).copy()
+        self._cmix_loss = np.asarray(state["causal_mix_loss"], dtype=np.float64).copy()
         self._labels.load_state_dict(state["labels"])
         self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self._n_seen = int(state["n_seen"])

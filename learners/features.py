@@ -92,7 +92,9 @@ class FeatureSpace:
         self._named = 0
         # rows learned, against which a column's presence is measured
         self._rows = 0
-        # (name, value) -> bucket; a cache only, rebuilt on demand, never in the state
+        # (name, value) -> bucket, and numeric name -> its overflow column: caches only,
+        # rebuilt on demand, never in the state
+        self._over_cache: dict[str, int] = {}
         self._bucket_cache: dict[tuple[str, str], int] = {}
         self._names: list[str] = []
         self._kinds: list[int] = []
@@ -242,6 +244,7 @@ class FeatureSpace:
                 del self._over_index[key]
             else:
                 del self._hash_index[key]
+        self._over_cache = {k: c for k, c in self._over_cache.items() if c < dim}
         del self._names[dim:], self._kinds[dim:], self._keys[dim:]
         self._count[dim:] = 0.0
         self._mean[dim:] = 0.0
@@ -278,10 +281,21 @@ class FeatureSpace:
         keys = list(itertools.chain.from_iterable(X))
         lens = np.fromiter(map(len, X), np.int64, len(X))
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lens)
-        get = self._num_index.get
+        get, over = self._num_index.get, self._over_cache
         cols = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
-        for p in np.flatnonzero(cols < 0).tolist():
-            cols[p] = self._numeric_column(keys[p], grow, int(rows[p]))
+        miss = np.flatnonzero(cols < 0)
+        if miss.size:
+            # features past the width: their overflow columns, cached by name
+            oget = over.get
+            cols[miss] = np.fromiter((oget(keys[p], -1) for p in miss.tolist()), np.int64, miss.size)
+        for p in miss[cols[miss] < 0].tolist():
+            k = keys[p]
+            col = self._numeric_column(k, grow, int(rows[p]))
+            if col >= 0 and self._kinds[col] == _OVER:
+                if len(over) >= _HASH_CACHE_MAX:
+                    over.clear()
+                over[k] = col
+            cols[p] = col
         vals = np.array(vals_l, dtype=np.float64)
         bad = ~np.isfinite(vals)
         if bad.any():

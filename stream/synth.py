@@ -12,9 +12,14 @@ Two families:
   different stream from the paper's.
 - ``sea_stream``: SEA with an abrupt change every ``drift_every`` events, for demos and
   drift-alert tests.
+- The streams users send that the paper's do not cover: ``text`` (sparse bags of words
+  from a large vocabulary, whose class topics drift), ``runs`` (40 classes arriving in
+  runs of about ten) and ``short`` (3,000 mixed numeric and categorical events with one
+  drift). Each has a natural length (``StreamInfo.length``) a bench uses by default.
 
-Every event is ``(x, y)`` with ``x`` a ``{"x0": value, ...}`` dict of numbers and ``y`` an
-``int`` class. The same ``(name, n, seed, kwargs)`` always yields the same events: only
+Every event is ``(x, y)`` with ``x`` a ``{"x0": value, ...}`` dict of numbers (``text``:
+``{"w<id>": 1, ...}`` for the words present; ``short``: some values are strings) and ``y``
+an ``int`` class. The same ``(name, n, seed, kwargs)`` always yields the same events: only
 local RNGs are used.
 """
 
@@ -72,6 +77,8 @@ class StreamInfo:
     drifts: tuple[tuple[int, int], ...]
     #: the drift is continuous (every event moves the concept)
     incremental: bool = False
+    #: events the stream has by default (None: as many as asked for)
+    length: int | None = None
 
 
 STREAMS: dict[str, StreamInfo] = {
@@ -119,7 +126,38 @@ STREAMS: dict[str, StreamInfo] = {
         (0, 1),
         (),
     ),
+    "text": StreamInfo(
+        "text",
+        "sparse bags of words (about 40 of a 50,000-word Zipf vocabulary), 2 classes 70/30, "
+        "each class's topic words half replaced every 5,000 events",
+        50_000,
+        (0, 1),
+        (),
+        length=20_000,
+    ),
+    "runs": StreamInfo(
+        "runs",
+        "40 classes arriving in runs of about ten events, 20 Gaussian attributes "
+        "(class centre + a per-run offset + noise)",
+        20,
+        tuple(range(40)),
+        (),
+        length=4_000,
+    ),
+    "short": StreamInfo(
+        "short",
+        "Agrawal, function 1 then 3 from the middle on, 5% perturbation; car, zipcode and "
+        "elevel as strings",
+        9,
+        (0, 1),
+        (),
+        length=3_000,
+    ),
 }
+
+#: streams of the regimes users send beyond the paper's: sparse and wide, many classes in
+#: runs, short
+USER_STREAMS: tuple[str, ...] = ("text", "runs", "short")
 
 #: the paper's synthetic benchmark streams
 PAPER_STREAMS: tuple[str, ...] = ("led_a", "led_g", "sea_a", "sea_g", "rbf_m", "rbf_f")
@@ -296,6 +334,12 @@ def make_stream(
         if drift_every is None:
             raise ValueError("stream 'sea' needs drift_every")
         return sea_stream(n, seed, drift_every, noise=noise)
+    if name == "text":
+        return text_stream(n, seed, **({} if drift_every is None else {"drift_every": drift_every}))
+    if name == "runs":
+        return runs_stream(n, seed)
+    if name == "short":
+        return short_stream(n, seed)
     source: Iterator[Event]
     if name.startswith("sea_"):
         _check_noise(noise)
@@ -327,6 +371,12 @@ def drift_points(
         if drift_every is None:
             raise ValueError("stream 'sea' needs drift_every")
         return sea_drift_points(n, drift_every)
+    if name in USER_STREAMS:
+        if n is None:
+            raise ValueError(f"drift_points of {name!r} needs a finite n")
+        if name == "text":
+            return list(range(drift_every or TEXT_DRIFT_EVERY, n, drift_every or TEXT_DRIFT_EVERY))
+        return [SHORT_LENGTH // 2] if name == "short" and SHORT_LENGTH // 2 < n else []
     return [p for p, _w in _scaled(info.drifts, n, scale) if n is None or p < n]
 
 
@@ -372,6 +422,105 @@ def sea_drift_points(n: int | None, drift_every: int) -> list[int]:
     if n is None:
         raise ValueError("sea_drift_points needs a finite n")
     return list(range(drift_every, n, drift_every))
+
+
+# ----------------------------------------------------------------------------- user regimes
+
+TEXT_DRIFT_EVERY = 5_000
+SHORT_LENGTH = 3_000
+
+
+def text_stream(
+    n: int | None,
+    seed: int,
+    *,
+    vocab: int = 50_000,
+    words: int = 40,
+    topic_words: int = 300,
+    signal: float = 0.25,
+    prior: float = 0.3,
+    drift_every: int = TEXT_DRIFT_EVERY,
+) -> Iterator[Event]:
+    """Sparse text-like events: ``{"w<id>": 1}`` for each distinct word of an event.
+
+    An event of class 1 (probability ``prior``) or 0 draws ``words`` tokens: each is, with
+    probability ``signal``, one of its class's ``topic_words`` topic words, else a word of
+    the shared background (Zipf with exponent 1.1 over ``vocab`` words, in a seeded random
+    order, so frequent words carry no class). Every ``drift_every`` events half of each
+    class's topic words are replaced by fresh ones: the words that signal a class drift,
+    as the subjects of a mailbox do. About 35 distinct words per event.
+    """
+    _check_n(n)
+    if vocab < 2 * topic_words or words < 1 or not 0.0 <= signal <= 1.0 or drift_every < 1:
+        raise ValueError("text_stream needs vocab >= 2*topic_words, words >= 1, signal in [0, 1]")
+    rng = np.random.default_rng(seed)
+    ids = rng.permutation(vocab)
+    cdf = np.cumsum(1.0 / np.arange(1, vocab + 1) ** 1.1)
+    cdf /= cdf[-1]
+    topics = [rng.choice(vocab, topic_words, replace=False) for _ in range(2)]
+    counter = itertools.count() if n is None else range(n)
+    for i in counter:
+        if i and i % drift_every == 0:
+            for t in topics:
+                keep = rng.permutation(topic_words)[: topic_words // 2]
+                t[: topic_words // 2] = t[keep]
+                t[topic_words // 2 :] = rng.choice(vocab, topic_words - topic_words // 2)
+        y = int(rng.random() < prior)
+        k = int(rng.binomial(words, signal))
+        drawn = np.concatenate(
+            [topics[y][rng.integers(0, topic_words, k)], ids[np.searchsorted(cdf, rng.random(words - k))]]
+        )
+        yield {f"w{w}": 1 for w in drawn.tolist()}, y
+
+
+def runs_stream(
+    n: int | None,
+    seed: int,
+    *,
+    n_classes: int = 40,
+    run_length: float = 10.0,
+    n_features: int = 20,
+    spread: float = 1.0,
+    run_spread: float = 0.8,
+    noise: float = 1.0,
+) -> Iterator[Event]:
+    """Many classes arriving in runs: run lengths geometric with mean ``run_length``, each
+    run of a class other than the last one's, drawn uniformly. An event is its class's
+    centre (N(0, ``spread``) per attribute) plus its run's offset (N(0, ``run_spread``),
+    shared by the run) plus noise (N(0, ``noise``)): a run's events resemble each other more
+    than their class's other runs, as the sessions of one user or one machine do."""
+    _check_n(n)
+    if n_classes < 2 or run_length < 1.0 or n_features < 1:
+        raise ValueError("runs_stream needs n_classes >= 2, run_length >= 1, n_features >= 1")
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0.0, spread, (n_classes, n_features))
+    names = [f"x{i}" for i in range(n_features)]
+    y, left, offset = -1, 0, np.zeros(n_features)
+    counter = itertools.count() if n is None else range(n)
+    for _ in counter:
+        if left == 0:
+            y = int((y + 1 + rng.integers(0, n_classes - 1)) % n_classes) if y >= 0 else int(rng.integers(0, n_classes))
+            left = int(rng.geometric(1.0 / run_length))
+            offset = rng.normal(0.0, run_spread, n_features)
+        left -= 1
+        x = centres[y] + offset + rng.normal(0.0, noise, n_features)
+        yield dict(zip(names, x.tolist(), strict=True)), y
+
+
+def short_stream(n: int | None, seed: int, *, length: int = SHORT_LENGTH) -> Iterator[Event]:
+    """A short mixed stream: River's Agrawal (5% perturbation), classification function 1
+    for the first half of ``length`` events and function 3 after; the nominal attributes
+    (car, zipcode, elevel) as strings, the others numbers."""
+    _check_n(n)
+    half = length // 2
+    before = river_synth.Agrawal(classification_function=0, seed=seed, perturbation=0.05)
+    after = river_synth.Agrawal(classification_function=2, seed=seed + 1, perturbation=0.05)
+    nominal = {"car": "car", "zipcode": "zip", "elevel": "level"}
+    source = itertools.chain(before.take(half), after)
+    if n is not None:
+        source = itertools.islice(source, n)
+    for x, y in source:
+        yield {k: f"{nominal[k]}{v}" if k in nominal else v for k, v in x.items()}, int(y)
 
 
 # --------------------------------------------------------------- the producer's streams

@@ -190,9 +190,9 @@ def test_seed_means_and_summary_over_seeds() -> None:
     assert m["accuracy_sd"] == pytest.approx(7.0710678, rel=1e-6)
     # one stream both ran; the two driftmoe seeds count once, as their mean
     line = accuracy.summary_line(rows)
-    assert "Summary over 1 of 8 streams (elec)" in line
+    assert "Summary over 1 of the paper's 8 streams (elec)" in line
     assert "85.00% vs ARF 84.00% (+1.00 points)" in line
-    assert "100.0× ARF's events per CPU-second" in line
+    assert "it is 100.0× ARF's events per CPU-second" in line
     table = accuracy.markdown_table(rows, "python -m bench.accuracy --seed 1,2", False)
     assert "| elec | driftmoe | 1,000 | 1,2 | 85.00 ± 7.07 | 75.00 ± 7.07 | – |" in table
 
@@ -203,3 +203,38 @@ def test_seed_list_parsing() -> None:
     assert parser.parse_args([]).seed == [1]
     with pytest.raises(SystemExit):
         parser.parse_args(["--seed", "1,x"])
+
+
+def test_user_streams_run_at_their_own_length() -> None:
+    assert accuracy.stream_length("runs", accuracy.QUICK_N) == 4_000
+    assert accuracy.stream_length("short", 1_000) == 1_000
+    assert accuracy.stream_length("text", None) == 20_000
+    assert accuracy.resolve_learner("driftmoe-causal").causal
+
+
+def test_moa_arrays_number_classes_and_codes_strings() -> None:
+    from bench import moa
+
+    events = [({"a": 1.5, "s": "x"}, 7), ({"b": 2, "s": "y"}, 5), ({"a": 0.5, "s": "x"}, 7)]
+    X, y, classes = moa.to_arrays(events)
+    assert classes == [5, 7] and y.tolist() == [1, 0, 1]
+    assert X.tolist() == [[1.5, 0.0, 0.0], [0.0, 1.0, 2.0], [0.5, 0.0, 0.0]]
+    wide = [({f"w{i}": 1}, 0) for i in range(moa.MAX_COLUMNS + 1)]
+    with pytest.raises(moa.MoaUnavailable, match="too wide"):
+        moa.to_arrays(wide)
+
+
+def test_moa_learners_run_when_capymoa_is_installed() -> None:
+    from bench import moa
+
+    why = moa.available()
+    if why is not None:
+        pytest.skip(why)
+    from stream.synth import make_stream
+
+    events = list(make_stream("sea_a", 2_000, seed=1))
+    for key in moa.LEARNERS:
+        preds, wall, cpu = moa.prequential(key, events, seed=1)
+        acc = sum(p == y for p, (_, y) in zip(preds, events, strict=True)) / len(events)
+        assert 0.75 < acc < 0.95, (key, acc)
+        assert wall > 0 and cpu > 0

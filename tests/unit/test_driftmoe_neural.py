@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -264,3 +265,72 @@ def test_input_context_sees_the_recent_past_within_a_micro_batch() -> None:
     # the label depends on the price relative to its recent past, which a single event's
     # features cannot show
     assert with_context > 0.72 and without < 0.56, (with_context, without)
+
+
+def _prequential(model: NeuralDriftMoE, events: list, causal: bool, batch: int = 256) -> float:
+    correct = 0
+    for i in range(0, len(events), batch):
+        X = [x for x, _ in events[i : i + batch]]
+        y = [t for _, t in events[i : i + batch]]
+        preds = model.predict_many_causal(X, y) if causal else model.predict_many(X)
+        correct += sum(p == t for p, t in zip(preds, y, strict=True))
+        model.learn_many(X, y)
+    return correct / len(events)
+
+
+def test_sparse_words_learn_with_bounded_memory() -> None:
+    from stream.synth import text_stream
+
+    # a 1M-word vocabulary: the first layer stays within 2 * width features
+    events = list(text_stream(3_072, seed=4, vocab=1_000_000))
+    model = NeuralDriftMoE(device="cpu", width=512, seed=1)
+    acc = _prequential(model, events, causal=False)
+    majority = 1 - sum(y for _, y in events) / len(events)
+    assert acc > majority + 0.1, (acc, majority)
+    assert model._features.dim <= 1024
+    assert model._d_cap <= 2048  # two inputs per feature, rounded up to a power of two
+    assert model._sparse()
+
+
+def test_router_sigmoid_is_exact_at_both_ends_without_warnings() -> None:
+    from learners.driftmoe_neural import _sigmoid
+
+    g = np.array([-1e4, -100.0, 0.0, 100.0, 1e4], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = _sigmoid(g)
+    assert out.dtype == np.float32
+    # exact: below -88 the logistic is under float32's smallest normal number (1e-38), so
+    # 0 is its value to float32 precision; 0.5 and 1 are exact
+    assert out.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_no_overflow_warning_on_huge_inputs() -> None:
+    rng = random.Random(0)
+    events = [({"bytes": rng.choice([0.0, 1e12, 5e15]), "proto": rng.choice(["tcp", "udp"])}, rng.choice("ab")) for _ in range(512)]
+    model = NeuralDriftMoE(device="cpu", seed=0, lr=1.0, router_lr=1.0)
+    # an overflow is a RuntimeWarning, here an error (underflow to 0 is exact: numpy ignores it)
+    with np.errstate(over="warn", invalid="warn", divide="warn"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _prequential(model, events, causal=False, batch=128)
+        _prequential(model, events, causal=True, batch=128)
+
+
+def test_causal_path_follows_classes_arriving_in_runs() -> None:
+    from stream.synth import runs_stream
+
+    events = list(runs_stream(2_048, seed=5))
+    plain = _prequential(NeuralDriftMoE(device="cpu", seed=1), events, causal=False)
+    causal = _prequential(NeuralDriftMoE(device="cpu", seed=1), events, causal=True)
+    # a run is predicted from its own first labels, not only after its micro-batch learned
+    assert causal > plain + 0.2, (plain, causal)
+
+
+def test_causal_labels_do_not_change_what_is_learned() -> None:
+    events = _separable(600, 3)
+    a, b = NeuralDriftMoE(**PARAMS, seed=2), NeuralDriftMoE(**PARAMS, seed=2)
+    _prequential(a, events, causal=True, batch=50)
+    _prequential(b, events, causal=False, batch=50)
+    from learners.checks import assert_state_equal
+
+    assert_state_equal(a.state_dict(), b.state_dict(), "causal vs plain predictions")

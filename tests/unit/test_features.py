@@ -174,3 +174,48 @@ def test_rows_of_numbers_and_strings_match_the_item_by_item_scan():
         fast.update(
             [{"date": 0.1, "day": "1", "n": 1}, {"date": 0.1, "day": "2", "n": float("nan")}]
         )
+
+
+def test_width_hashes_later_features_into_shared_columns() -> None:
+    fs = FeatureSpace(width=16, hash_buckets=32)
+    # a 1M-word vocabulary, in bags of 40 words
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        words = rng.integers(0, 1_000_000, (256, 40))
+        fs.update([{f"w{w}": 1 for w in row} for row in words.tolist()])
+    assert fs.dim == 16 + 32  # bounded whatever the vocabulary
+    assert sum(c.startswith("overflow_") for c in fs.columns) == 32
+    # strings past the width share the same buckets
+    fs.update([{"user": "u1"}])
+    assert fs.dim == 48
+    # the same word always lands in the same column, in another space too
+    other = FeatureSpace(width=16, hash_buckets=32)
+    other.load_state_dict(fs.state_dict())
+    row = [{"w123456789": 1, "w42": 1}]
+    np.testing.assert_array_equal(fs.transform(row), other.transform(row))
+
+
+def test_sparse_columns_keep_presence_and_dense_ones_are_centred() -> None:
+    fs = FeatureSpace()
+    rows = [{"dense": float(i), "word": 1} if i % 4 == 0 else {"dense": float(i)} for i in range(400)]
+    fs.update(rows)
+    Z = fs.transform([{"dense": 0.0, "word": 1}, {"dense": 0.0}])
+    # "word" is present in a quarter of the rows and always 1: it stays 1 (present) and 0
+    # (absent); centred on its mean it would be 0 in both rows
+    assert Z[0, 1] == pytest.approx(1.0)
+    assert Z[1, 1] == 0.0
+    # "dense" is in every row: standardised as before
+    assert Z[0, 0] == pytest.approx((0.0 - 199.5) / np.std(np.arange(400.0)), rel=1e-5)
+
+
+def test_transform_sparse_matches_the_dense_transform() -> None:
+    fs = FeatureSpace(width=4, hash_buckets=3)
+    rng = np.random.default_rng(1)
+    batch = [{f"f{w}": float(v) for w, v in zip(rng.integers(0, 12, 5).tolist(), rng.normal(size=5).tolist(), strict=True)} for _ in range(50)]
+    batch += [{"s": "a", "f1": 2.0}, {}]
+    indptr, cols, vals = fs.update_and_transform_sparse(batch)
+    dense = np.zeros((len(batch), fs.dim), dtype=np.float32)
+    rows = np.repeat(np.arange(len(batch)), np.diff(indptr))
+    np.add.at(dense, (rows, cols), vals)
+    np.testing.assert_allclose(dense, fs.transform(batch), rtol=1e-6, atol=1e-7)
+    assert indptr[-1] == cols.size and (indptr[-2] == indptr[-1])  # the empty row

@@ -193,3 +193,73 @@ def test_sea_stream_changes_are_caught_by_a_tree_and_adwin() -> None:
             alerts.append(i)
     for change in (20_000, 40_000):
         assert any(change <= a < change + 2_000 for a in alerts), (change, alerts)
+
+
+# ----------------------------------------------------------------------------- user regimes
+
+
+@pytest.mark.parametrize("name", synth.USER_STREAMS)
+def test_user_streams_are_seeded(name: str) -> None:
+    a = list(make_stream(name, 600, seed=11))
+    assert len(a) == 600
+    assert a == list(make_stream(name, 600, seed=11))
+    assert a != list(make_stream(name, 600, seed=12))
+    assert all(y in synth.STREAMS[name].classes for _, y in a)
+
+
+def test_text_events_are_sparse_bags_of_words() -> None:
+    events = list(make_stream("text", 2_000, seed=1))
+    sizes = [len(x) for x, _ in events]
+    assert 30 <= sum(sizes) / len(sizes) <= 40
+    assert all(k.startswith("w") and v == 1 for x, _ in events for k, v in x.items())
+    vocab = {k for x, _ in events for k in x}
+    assert len(vocab) > 10_000  # wide: most words are rare
+    assert 0.25 <= sum(y for _, y in events) / len(events) <= 0.35
+
+
+def test_text_topic_words_drift() -> None:
+    events = list(make_stream("text", 10_000, seed=2))
+
+    def rate(segment: list[Event], words: set[str]) -> float:
+        ones = [x for x, y in segment if y == 1]
+        return sum(len(words & x.keys()) for x in ones) / len(ones)
+
+    first = events[:5_000]
+    count1: dict[str, int] = {}
+    count0: dict[str, int] = {}
+    for x, y in first:
+        for w in x:
+            (count1 if y else count0)[w] = (count1 if y else count0).get(w, 0) + 1
+    # class 1's topic words: frequent in class 1, absent from class 0, before the drift
+    topic = {w for w, c in count1.items() if c >= 10 and count0.get(w, 0) == 0}
+    assert len(topic) > 100
+    before, after = rate(events[4_000:5_000], topic), rate(events[5_000:6_000], topic)
+    # half of the topic words are replaced at event 5,000
+    assert after < 0.7 * before, (before, after)
+    assert after > 0.3 * before, (before, after)
+    assert drift_points("text", 20_000) == [5_000, 10_000, 15_000]
+
+
+def test_runs_stream_has_forty_classes_in_runs_of_about_ten() -> None:
+    events = list(make_stream("runs", 4_000, seed=3))
+    ys = [y for _, y in events]
+    assert set(ys) == set(range(40))
+    same = sum(a == b for a, b in itertools.pairwise(ys)) / (len(ys) - 1)
+    assert 0.85 < same < 0.95  # a run ends with probability 1/10
+    assert list(events[0][0]) == [f"x{i}" for i in range(20)]
+
+
+def test_short_stream_mixes_types_and_drifts_at_its_middle() -> None:
+    events = list(make_stream("short", 3_000, seed=1))
+    x0 = events[0][0]
+    assert {k for k, v in x0.items() if isinstance(v, str)} == {"car", "zipcode", "elevel"}
+
+    def young_or_old(x: dict) -> int:  # River's Agrawal function 1 labels these 1
+        return int(x["age"] < 40 or x["age"] >= 60)
+
+    def agree(segment: list[Event]) -> float:
+        return sum(young_or_old(x) == y for x, y in segment) / len(segment)
+
+    assert agree(events[:1_500]) > 0.9
+    assert agree(events[1_500:]) < 0.7
+    assert drift_points("short", 3_000) == [1_500]
