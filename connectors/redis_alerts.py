@@ -55,6 +55,15 @@ class RedisAlertStream:
     def total(self) -> int:
         return sum(1 for _, a in self.history() if a.revision == 0)
 
+    @property
+    def counts(self) -> dict[tuple[str, str, str, str], int]:
+        """Revisions kept, by (pipeline, kind, state, severity), for Prometheus."""
+        out: dict[tuple[str, str, str, str], int] = {}
+        for _, a in self.history():
+            key = (a.pipeline, a.kind, a.state, a.severity)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     def last_id(self) -> str:
         with _unavailable_as(self._url):
             info = self._redis.xrevrange(self.key, count=1)

@@ -1297,6 +1297,26 @@ class NeuralDriftMoE(Classifier):
         loss = np.array([-np.log(np.clip(p[rows, yi], 1e-6, None)).mean() for p in (pm, pn)])
         self._mix_loss = _MIX_DECAY * self._mix_loss + (1.0 - _MIX_DECAY) * loss
 
+    def router_choices(self, X: Sequence[Features]) -> list[int]:
+        """For each row, the expert the router weighs most (index ``n_experts`` is the
+        recent-label expert when ``label_context`` is on); for watching the router over
+        time. Dense feature spaces only ([] otherwise); the model is untouched."""
+        if not self._p or not X or self._sparse():
+            return []
+        z = self._features.transform(X)
+        m = z.shape[0]
+        rows = -(-m // _ROW_TILE) * _ROW_TILE
+        if rows != m:
+            z = np.concatenate([z, np.zeros((rows - m, z.shape[1]), dtype=z.dtype)])
+        xm = self._matrix(z, advance=False)
+        if self._numpy:
+            with _one_blas_thread():
+                g = self._forward_np(xm)[3]
+        else:
+            with torch.inference_mode():
+                g = self._forward_t(torch.from_numpy(xm).to(self._dev))[3].to("cpu").numpy()
+        return g[:m].argmax(axis=1).tolist()
+
     def predict_many_causal(self, X: Sequence[Features], y: Sequence[Label | None]) -> list[Label | None]:
         """Predict each row of ``X`` with the labels ``y`` of the rows before it in the call
         (None: unknown); a row's own label and later ones never reach its prediction."""

@@ -100,3 +100,12 @@ class Prequential:
             "rolling_accuracy": self._recent.accuracy(),
             "rolling_kappa": self._recent.kappa(),
         }
+
+
+def predictive_churn(before: list[Hashable], after: list[Hashable]) -> float:
+    """Share of the predictions that differ between two versions on the same inputs."""
+    if len(before) != len(after):
+        raise ValueError(f"churn compares predictions of the same rows: {len(before)} vs {len(after)}")
+    if not before:
+        return 0.0
+    return sum(1 for a, b in zip(before, after, strict=True) if a != b) / len(before)

@@ -306,8 +306,12 @@ def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer,
             return {m.name: {decode_tp(k): v for k, v in m.offsets.items()} for m in replica.board.all()}
 
         lag = lag_probe(admin.end_offsets, settings.events_topic, positions)
+    from connectors.redis_alerts import RedisAlertStream
+
+    # the history the workers write: GET /v1/alerts and its SSE on a replica read it
+    alerts = RedisAlertStream(settings.redis_url, key=settings.alerts_stream_key, maxlen=settings.alerts_stream_maxlen)
     app = create_app(
-        replica.board, AlertLog(), max_rows=settings.max_predict_rows, status=status,
+        replica.board, alerts, max_rows=settings.max_predict_rows, status=status,
         api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
         labels_sink=labels_producer(settings), labels_topic=settings.labels_topic, lag=lag,
         lifespan=[lambda: replica],

@@ -14,13 +14,14 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stream.alerts import AlertLog
 from stream.api.deps import State
 from stream.api.fastpath import FastPredict
 from stream.api.prometheus import ServingMetrics
-from stream.api.routes import alerts, health, labels, metrics, models, predict
+from stream.api.routes import alerts, dashboard, health, labels, metrics, models, predict
 from stream.runtime.board import ModelBoard
 
 ROUTERS = (health, models, predict, labels, alerts, metrics)
@@ -77,12 +78,14 @@ def create_app(
         api_keys=api_keys, open_reads=open_reads, labels=labels_sink, labels_topic=labels_topic,
     )  # fmt: skip
     state.metrics = ServingMetrics(state, lag)
+    state.lag = lag
     app.state.driftline = state
     # added last, so outermost: the fast path first, then the size guard, then FastAPI
     app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
     app.add_middleware(FastPredict, state=state, max_body_bytes=max_body_bytes)
     for module in ROUTERS:
         app.include_router(module.router)
+    _add_live(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -98,3 +101,10 @@ def create_app(
         return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
     return app
+
+
+def _add_live(app: FastAPI) -> None:
+    """The watching side: the metrics stream, the dashboard page and its static files."""
+    app.include_router(metrics.stream_router)
+    app.include_router(dashboard.router)
+    app.mount("/static", StaticFiles(directory=dashboard.STATIC), name="static")

@@ -49,6 +49,7 @@ class State:
         self.labels = labels
         self.labels_topic = labels_topic
         self.metrics: Any = None  # stream.api.prometheus.ServingMetrics, set by create_app
+        self.lag: Any = None  # {pipeline: records behind} callable, set by create_app
 
     def progress(self) -> dict[str, Any]:
         return self.status() if callable(self.status) else {}

@@ -67,6 +67,11 @@ class _StateCollector(Collector):
             if m.published_at:
                 age.add_metric([m.name], max(0.0, now - m.published_at))
         yield from (version, seen, age)
+        churn = GaugeMetricFamily("driftline_model_churn", "Share of the probe predictions the served version flipped against the one before it.", labels=["pipeline"])
+        for m in state.board.all():
+            if m.metrics.get("churn") is not None:
+                churn.add_metric([m.name], m.metrics["churn"])
+        yield churn
 
         progress = state.progress()
         pipeline = str(progress.get("pipeline", ""))

@@ -33,6 +33,7 @@ import logging
 import pickle
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -45,7 +46,7 @@ from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
 from stream.config import Settings
-from stream.evaluation import Prequential
+from stream.evaluation import Prequential, predictive_churn
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
 from stream.monitors import LossMonitor
@@ -147,6 +148,12 @@ class Pipeline:
         self._halted: str | None = None
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
+        #: recent inputs each newly published version is compared on with the one before it
+        self._probe: deque[dict[str, Any]] = deque(maxlen=max(1, settings.churn_probe_size))
+        self._served: ServedModel | None = None
+        #: share of the probe's predictions the last new version flipped (None: none compared yet)
+        self.last_churn: float | None = None
+        self._router_shares: dict[str, float] = {}
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
         self.last_checkpoint_s = 0.0
         self.last_snapshot_bytes = 0
@@ -306,6 +313,8 @@ class Pipeline:
             else:
                 self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
+        if self.settings.churn_probe_size:
+            self._probe.extend([ev.x for ev in events])
         first_index = self.counters.events
         publish = self.settings.publish_predictions
         topic, version, encode, send = self.settings.predictions_topic, self.model_version, _ENCODER.encode, self._send
@@ -500,7 +509,7 @@ class Pipeline:
             offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
             learner=self.settings.learner,
             learner_params=dict(self.settings.learner_params),
-            metrics=self.metrics.summary(),
+            metrics=self._summary(),
         )
         started = time.perf_counter()
         blob = seal(header, self.state_dict(), self._key)
@@ -541,19 +550,47 @@ class Pipeline:
         self._last_publish_at = now
         copy = self._factory()
         copy.load_state_dict(pickle.loads(pickle.dumps(self.learner.state_dict())))  # noqa: S301 - our own bytes
-        self.board.publish(
-            ServedModel(
-                name=self.name,
-                learner=self.settings.learner,
-                version=self.model_version,
-                events_seen=self.counters.events,
-                model=copy,
-                metrics=self.metrics.summary(),
-                offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
-                published_at=self._wall(),
-                snapshot_version=self.snapshot_version,
-            )
+        if not force:
+            self._score_churn(copy)
+        served = ServedModel(
+            name=self.name,
+            learner=self.settings.learner,
+            version=self.model_version,
+            events_seen=self.counters.events,
+            model=copy,
+            metrics=self._summary(),
+            offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
+            published_at=self._wall(),
+            snapshot_version=self.snapshot_version,
         )
+        self.board.publish(served)
+        self._served = served
+
+    def _summary(self) -> dict[str, float]:
+        summary = self.metrics.summary()
+        if self.last_churn is not None:
+            summary["churn"] = self.last_churn
+        summary.update(self._router_shares)
+        return summary
+
+    def _score_churn(self, copy: Learner) -> None:
+        """Compare a new version with the one served before it on the recent inputs.
+
+        A router (DriftMoE) also says which expert it picks for each of those inputs; the
+        shares go with the version's metrics as ``router_e<j>``.
+        """
+        prev = self._served
+        if not self.settings.churn_probe_size or not self._probe or (prev is not None and prev.version == self.model_version):
+            return
+        probe = list(self._probe)
+        choices = getattr(copy, "router_choices", None)
+        if callable(choices):
+            picked = choices(probe)
+            self._router_shares = {f"router_e{j}": round(picked.count(j) / len(picked), 4) for j in sorted(set(picked))}
+        if prev is None:
+            return
+        self.last_churn = round(predictive_churn(prev.model.predict_many(probe), copy.predict_many(probe)), 6)
+        self._emit(self.alert_manager.on_churn(self.last_churn, prev.version, self.model_version, self.counters.events))
 
 
 _ENCODER = msgspec.json.Encoder()

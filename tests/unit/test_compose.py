@@ -55,12 +55,14 @@ def test_the_worker_waits_for_kafka_and_the_replica_for_the_worker():
     assert set(SERVICES["replica"]["depends_on"]) == {"redis", "worker"}
 
 
-@pytest.mark.parametrize("name", ["worker"])
+@pytest.mark.parametrize("name", OURS)
 def test_commands_are_ones_the_cli_accepts(name):
     command = SERVICES[name]["command"]
     args = _parser().parse_args(command)
-    assert args.func.__name__ == f"cmd_{command[0]}"
+    assert args.func.__name__ == {"worker": "cmd_worker", "replica": "cmd_serve"}[name]
     assert (args.http_host, args.http_port) == ("0.0.0.0", 8000)
+    if name == "replica":  # it serves the pipeline the worker learns
+        assert args.pipelines == SERVICES["worker"]["environment"]["DRIFTLINE_PIPELINE"] == "${DRIFTLINE_PIPELINE:-default}"
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -73,8 +75,9 @@ def test_healthchecks_ask_routes_the_api_serves_on_the_published_port(name):
     probe = " ".join(svc["healthcheck"]["test"])
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", probe)
     assert url and url.group(1) == "8000" and svc["ports"][0].endswith(":8000")
+    assert url.group(2) == {"worker": "/healthz", "replica": "/readyz"}[name]
     paths = set(create_app(ModelBoard(), AlertLog()).openapi()["paths"])
-    assert url.group(2) in paths | {"/readyz"}
+    assert url.group(2) in paths
 
 
 def test_the_dockerfile_installs_the_packages_and_runs_the_cli():

@@ -13,7 +13,7 @@ from connectors.memory import InMemoryLog
 from learners.registry import make_learner
 from stream.config import load_settings
 from stream.events import Event
-from stream.runtime import Pipeline
+from stream.runtime import ModelBoard, Pipeline
 from stream.snapshot import open_snapshot
 from stream.synth import sea_stream
 
@@ -240,3 +240,42 @@ def test_checkpoints_when_the_interval_passes_on_the_injected_clock(tmp_path):
     pipe.step()
     assert store.versions("t") == [1]
     assert open_snapshot(store.load("t", 1), KEY)[0].events_seen == 400
+
+
+class _RecordingBoard(ModelBoard):
+    def __init__(self):
+        super().__init__()
+        self.published = []
+
+    def publish(self, served):
+        super().publish(served)
+        self.published.append(served)
+
+
+def test_each_new_version_is_scored_for_churn_on_the_recent_inputs(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(24_000))
+    now = [0.0]
+    settings = load_settings(learner=LEARNER, pipeline="t", batch_timeout_ms=1, batch_size=500, publish_every_s=1.0,
+                             churn_probe_size=300, alert_churn_above=0.06)  # fmt: skip
+    board = _RecordingBoard()
+    pipe = Pipeline(settings, lambda: make_learner(LEARNER, {}, 0), log.consumer(["events"], "g"), log.producer(),
+                    DirectoryStore(tmp_path), KEY, clock=lambda: now[0], board=board)  # fmt: skip
+    while pipe.counters.events < 24_000:
+        now[0] += 1.0  # every step publishes
+        pipe.step(500)
+    versions = [(s.version, s.metrics.get("churn")) for s in board.published]
+    assert versions[0] == (1, None) and all(c is not None and 0.0 <= c <= 1.0 for _, c in versions[1:])
+    # the last version against the one before it, on the probe as it is now (nothing moved since)
+    prev, last = board.published[-2], board.published[-1]
+    probe = list(pipe._probe)
+    assert len(probe) == 300 and last.version == prev.version + 1
+    flipped = sum(a != b for a, b in zip(prev.model.predict_many(probe), last.model.predict_many(probe), strict=True))
+    assert last.metrics["churn"] == round(flipped / 300, 6)  # exact: the same predictions counted again
+    # the concept change at 20,000 makes the tree rework its splits: churn is highest after it
+    churn = {v: c for v, c in versions[1:]}
+    before = max(churn[v] for v in range(20, 40))
+    assert max(churn[v] for v in range(40, 48)) > before
+    alerts = [a for a in pipe.alerts.since() if a.kind == "churn"]
+    assert {a.model_version for a in alerts} == {v for v, c in churn.items() if c > 0.06} == {7, 8, 45}
+    assert all(a.state == "churn" and a.severity == "medium" and a.loss_after > 0.06 for a in alerts)
