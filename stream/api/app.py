@@ -100,7 +100,28 @@ def create_app(
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
+    _errors_in_openapi(app)
     return app
+
+
+def _errors_in_openapi(app: FastAPI) -> None:
+    """The document says what a 422 really carries: one ``detail`` string, as every error."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = {
+                    "title": "HTTPValidationError", "type": "object", "required": ["detail"],
+                    "properties": {"detail": {"type": "string", "title": "Detail", "description": "each problem as `field: message`, joined by '; '"}},
+                }  # fmt: skip
+                schemas.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_live(app: FastAPI) -> None:
