@@ -236,12 +236,14 @@ class AlertManager:
         return [self._revise(stall, None)]
 
     def on_idle(self, event_index: int, model_version: int) -> list[Alert]:
-        """A poll returned nothing: raise a stall alert once none came for ``stall_after_s``."""
+        """A poll returned nothing: raise a stall alert once none came for ``stall_after_s``.
+
+        Only a stream that flowed can stall: before this process saw its first event, the
+        producers have not started (or the worker is replaying nothing), which is no alarm.
+        """
         after = self.rules.stall_after_s
         now = self.clock()
-        if self._last_event_at is None:
-            self._last_event_at = now
-        if after <= 0 or self._stall is not None or now - self._last_event_at < after:
+        if after <= 0 or self._stall is not None or self._last_event_at is None or now - self._last_event_at < after:
             return []
         sig = Signal("stall", event_index, 0.0, 0.0, 0, kind="stall", signal="events")
         where = Where("", "", -1, -1, model_version)

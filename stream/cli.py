@@ -266,7 +266,7 @@ def _run_loop(
     c = pipeline.counters
     console.print(
         f"final: {c.events:,} events in {elapsed:.1f}s ({c.events / max(elapsed, 1e-9):,.0f}/s) · "
-        f"accuracy {m['accuracy']:.4f} · kappa {m['kappa']:.4f} · {pipeline.alerts.total} drift alert(s) · "
+        f"accuracy {m['accuracy']:.4f} · kappa {m['kappa']:.4f} · {pipeline.alerts.total} alert(s) · "
         f"{c.dead_letters} dead letter(s) · snapshot v{pipeline.snapshot_version}"
     )
     if args.summary_json:
@@ -346,7 +346,7 @@ def cmd_produce(args: argparse.Namespace) -> int:
         bar.update(task, completed=sent, rate=f"{sent / max(time.monotonic() - started, 1e-9):,.0f}")
     sink.flush()
     sink.close()
-    console.print(f"sent {sent:,} event(s) to {args.topic}" + (f", {rejected} rejected" if rejected else ""))
+    console.print(f"sent {sent:,} event(s) to {args.topic}" + (f", {rejected} rejected" if rejected else ""), soft_wrap=True)
     return 1 if rejected else 0
 
 

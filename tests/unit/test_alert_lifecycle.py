@@ -74,6 +74,9 @@ def test_a_warning_escalates_to_drift_then_resolves_when_the_error_is_back():
 def test_a_stall_fires_after_the_quiet_period_and_resolves_on_the_next_event():
     now = [0.0]
     m = AlertManager("p", AlertRules(stall_after_s=30), clock=lambda: now[0], wall_clock=lambda: 1e9)
+    now[0] = 100.0
+    assert m.on_idle(0, 0) == []  # no event yet: nothing has stalled
+    now[0] = 0.0
     m.on_events()
     now[0] = 29.0
     assert m.on_idle(500, 4) == []
