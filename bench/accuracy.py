@@ -122,7 +122,9 @@ LEARNERS: dict[str, LearnerSpec] = {
     )
 }
 #: registry names are accepted wherever a key is
-_ALIASES = {s.registry_name: s.key for s in LEARNERS.values()}
+_ALIASES: dict[str, str] = {}
+for _spec in LEARNERS.values():  # a registry name goes to the first learner built from it
+    _ALIASES.setdefault(_spec.registry_name, _spec.key)
 RIVER_BASELINES = ("arf", "srp", "levbag", "ht", "hat")
 
 #: the paper's prequential accuracy (%) over 1M events (real streams: whole), mean of 10 seeds;

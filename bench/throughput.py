@@ -1,7 +1,8 @@
-"""Learn+predict throughput of the learners, in-process, against River's ARF in the same run.
+"""Learn+predict throughput of the learners, in-process, against River's and MOA's ARF in the
+same run.
 
     python -m bench.throughput [--n 20000] [--arf-n 3000] [--batch 1 32 256 1024]
-                               [--repeats 3] [--json rows.jsonl]
+                               [--repeats 3] [--json rows.jsonl] [--no-moa] [--no-sparse]
 
 Every row runs prequentially on the same pre-generated SEA events (fixed seed): predict the
 micro-batch, then learn it. ARF(10) learns one event at a time (it has no batch path), on the
@@ -9,6 +10,15 @@ first ``--arf-n`` events because it is slow. Rows report the median over ``--rep
 events/s (predict + learn, wall clock), the ratio to ARF, the prequential accuracy and the peak
 memory (process RSS high-water mark on the CPU, ``torch.cuda.max_memory_allocated`` on a GPU).
 CPU rows run with one BLAS/torch thread, the setting a worker shares a machine with.
+
+MOA's ARF(10) and Hoeffding tree (CapyMOA, when installed: ``pip install -e '.[bench]'``) run
+on the same ``--n`` SEA events inside their JVM, after a throw-away warm-up run of 5,000
+events so the JIT has compiled them; "× MOA ARF" is the ratio to that row. The
+``driftmoe causal`` row predicts with ``predict_many_causal`` (the labels of a micro-batch's
+earlier rows). The sparse rows compare the ``text`` stream (about 34 words present per
+event, of a 50,000-word vocabulary, and of a 1,000,000-word one) with a dense stream of as
+many numeric features per event, all present; "state MB" is the learner's pickled state,
+which the hashing width bounds whatever the vocabulary.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import argparse
 import json
+import pickle
 import platform
 import resource
 import shlex
@@ -82,7 +93,26 @@ def rss_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_prequential(model: Any, events: Sequence[Event], batch: int) -> tuple[float, float]:
+def dense_twin(n: int, seed: int, k: int) -> list[Event]:
+    """A dense stream of ``k`` numeric features, all present: the same nonzeros per event as
+    a sparse one with ``k`` words, for the sparse path's cost against the dense one."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=k)
+    X = rng.normal(size=(n, k))
+    names = [f"x{i}" for i in range(k)]
+    return [(dict(zip(names, row, strict=True)), int(row @ w > 0)) for row in X.tolist()]
+
+
+def state_mb(model: Any) -> float:
+    state = getattr(model, "state_dict", None)
+    return len(pickle.dumps(state())) / 2**20 if callable(state) else float("nan")
+
+
+def run_prequential(
+    model: Any, events: Sequence[Event], batch: int, causal: bool = False
+) -> tuple[float, float]:
     """Seconds and accuracy of predict-then-learn over ``events`` in micro-batches."""
     correct = 0
     t0 = time.perf_counter()
@@ -95,7 +125,8 @@ def run_prequential(model: Any, events: Sequence[Event], batch: int) -> tuple[fl
             chunk = events[i : i + batch]
             X = [x for x, _ in chunk]
             y = [t for _, t in chunk]
-            correct += sum(p == t for p, t in zip(model.predict_many(X), y, strict=True))
+            preds = model.predict_many_causal(X, y) if causal else model.predict_many(X)
+            correct += sum(p == t for p, t in zip(preds, y, strict=True))
             model.learn_many(X, y)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -103,14 +134,20 @@ def run_prequential(model: Any, events: Sequence[Event], batch: int) -> tuple[fl
 
 
 def measure(
-    build: Callable[[], Any], events: Sequence[Event], batch: int, repeats: int, cuda: bool
+    build: Callable[[], Any],
+    events: Sequence[Event],
+    batch: int,
+    repeats: int,
+    cuda: bool,
+    causal: bool = False,
 ) -> dict[str, float]:
     rates, accs, peaks = [], [], []
+    model = None
     for _ in range(repeats):
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         model = build()
-        secs, acc = run_prequential(model, events, batch)
+        secs, acc = run_prequential(model, events, batch, causal)
         rates.append(len(events) / secs)
         accs.append(acc)
         peaks.append(torch.cuda.max_memory_allocated() / 2**20 if cuda else rss_peak_mb())
@@ -118,6 +155,23 @@ def measure(
         "events_per_s": statistics.median(rates),
         "accuracy": statistics.median(accs),
         "peak_mb": max(peaks),
+        "state_mb": state_mb(model),
+    }
+
+
+def measure_moa(key: str, events: Sequence[Event], repeats: int, seed: int) -> dict[str, float]:
+    from bench import moa
+
+    rates, accs = [], []
+    for _ in range(repeats):
+        preds, wall, _ = moa.prequential(key, events, seed, warmup=min(5_000, len(events)))
+        rates.append(len(events) / wall)
+        accs.append(sum(p == y for p, (_, y) in zip(preds, events, strict=True)) / len(events))
+    return {
+        "events_per_s": statistics.median(rates),
+        "accuracy": statistics.median(accs),
+        "peak_mb": rss_peak_mb(),
+        "state_mb": float("nan"),
     }
 
 
@@ -131,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", help="write one JSON object per row to this file")
     ap.add_argument("--no-ht", action="store_true", help="skip the DriftMoE-HT row")
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows")
+    ap.add_argument("--no-moa", action="store_true", help="skip MOA's rows")
+    ap.add_argument("--no-sparse", action="store_true", help="skip the sparse-input rows")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -139,18 +195,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     from learners.driftmoe_neural import NeuralDriftMoE
 
     console = Console(width=140)
-    events = sea_events(max(args.n, args.arf_n), args.seed)
-    stream = "sea_a"
-    jobs: list[tuple[str, int, int | None, str, Callable[[], Any], int]] = []
+    sea = sea_events(max(args.n, args.arf_n), args.seed)
+    streams: dict[str, list[Event]] = {"sea_a": sea}
+    # (learner, batch, K, device, build, events, stream, causal); build None: a MOA row
+    jobs: list[tuple[str, int, int | None, str, Callable[[], Any] | None, int, str, bool]] = []
     jobs.append(
         ("river:forest.ARFClassifier(10)", 1, None, "cpu",
-         lambda: forest.ARFClassifier(n_models=10, seed=args.seed), args.arf_n)
+         lambda: forest.ARFClassifier(n_models=10, seed=args.seed), args.arf_n, "sea_a", False)
     )  # fmt: skip
+    if not args.no_moa:
+        from bench import moa
+
+        why = moa.available()
+        if why is None:
+            for key in ("moa-arf", "moa-ht"):
+                jobs.append((key, 1, None, "jvm", None, args.n, "sea_a", False))
+        else:
+            console.print(f"[yellow]MOA rows skipped: {why}[/yellow]")
     for b in args.batch:
         jobs.append(
             ("driftmoe", b, 8, "cpu",
-             lambda: NeuralDriftMoE(device="cpu", seed=args.seed), args.n)
+             lambda: NeuralDriftMoE(device="cpu", seed=args.seed), args.n, "sea_a", False)
         )  # fmt: skip
+    if 256 in args.batch:
+        jobs.append(
+            ("driftmoe causal", 256, 8, "cpu",
+             lambda: NeuralDriftMoE(device="cpu", seed=args.seed), args.n, "sea_a", True)
+        )  # fmt: skip
+    if not args.no_sparse:
+        from stream.synth import text_stream
+
+        streams["text"] = list(text_stream(args.n, args.seed))
+        streams["text, 1M words"] = list(text_stream(args.n, args.seed, vocab=1_000_000))
+        k = round(sum(len(x) for x, _ in streams["text"]) / len(streams["text"]))
+        streams[f"dense, {k} features"] = dense_twin(args.n, args.seed, k)
+        for name in ("text", "text, 1M words", f"dense, {k} features"):
+            jobs.append(
+                ("driftmoe", 256, 8, "cpu",
+                 lambda: NeuralDriftMoE(device="cpu", seed=args.seed), args.n, name, False)
+            )  # fmt: skip
     if not args.no_ht:
         try:
             from learners.registry import make_learner
@@ -175,36 +258,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                             seed=args.seed,
                         )  # fmt: skip
 
-                    jobs.append((name, b, k, "cuda", build, args.n))
+                    jobs.append((name, b, k, "cuda", build, args.n, "sea_a", False))
 
     rows: list[dict[str, Any]] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("measuring", total=len(jobs))
-        for learner, b, k, device, build, n in jobs:
-            progress.update(task, description=f"{learner} b={b} k={k} {device}")
-            res = measure(build, events[:n], b, args.repeats, device == "cuda")
+        for learner, b, k, device, build, n, stream, causal in jobs:
+            progress.update(task, description=f"{learner} b={b} k={k} {device} {stream}")
+            events = streams[stream][:n]
+            if build is None:
+                res = measure_moa(learner, events, args.repeats, args.seed)
+            else:
+                res = measure(build, events, b, args.repeats, device == "cuda", causal)
             rows.append(
                 {"stream": stream, "learner": learner, "batch": b, "n_experts": k,
                  "device": device, "events": n, **res}
             )  # fmt: skip
             progress.advance(task)
     arf = rows[0]["events_per_s"]
+    moa_arf = next((r["events_per_s"] for r in rows if r["learner"] == "moa-arf"), None)
     for r in rows:
         r["ratio_to_arf"] = r["events_per_s"] / arf
+        r["ratio_to_moa_arf"] = None if moa_arf is None else r["events_per_s"] / moa_arf
 
     info = machine()
     command = "python -m bench.throughput " + " ".join(
         shlex.quote(a) for a in (argv or sys.argv[1:])
     )
-    table = Table(title=f"learn+predict throughput, median of {args.repeats} ({stream})")
-    for col in ("learner", "device", "batch", "K", "events", "events/s", "× ARF", "accuracy",
-                "peak MB"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("learner", "device") else "right")
+    table = Table(title=f"learn+predict throughput, median of {args.repeats}")
+    for col in ("stream", "learner", "device", "batch", "K", "events", "events/s", "× ARF",
+                "× MOA ARF", "accuracy", "peak MB", "state MB"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("stream", "learner", "device") else "right")
     for r in rows:
+        ratio = r["ratio_to_moa_arf"]
         table.add_row(
-            r["learner"], r["device"], str(r["batch"]), str(r["n_experts"] or "-"),
+            r["stream"], r["learner"], r["device"], str(r["batch"]), str(r["n_experts"] or "-"),
             str(r["events"]), f"{r['events_per_s']:,.0f}", f"{r['ratio_to_arf']:.1f}",
-            f"{r['accuracy']:.4f}", f"{r['peak_mb']:.0f}",
+            "-" if ratio is None else f"{ratio:.1f}", f"{r['accuracy']:.4f}",
+            f"{r['peak_mb']:.0f}", "-" if r["state_mb"] != r["state_mb"] else f"{r['state_mb']:.1f}",
         )  # fmt: skip
     console.print(f"command: {command}")
     console.print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + ", threads=1")

@@ -188,6 +188,9 @@ class NeuralDriftMoE(Classifier):
         touched rows only), without the input context: a row costs what it holds, not
         the width. The neighbour vote then runs on the rows hashed down to this many
         dimensions.
+    sparse_batch_size
+        Rows per optimiser step on the sparse first layer (a step's cost is mostly the
+        Adam update of the weight rows its rows touch, which grows slower than the rows).
     device
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. On the CPU the step runs
         in numpy on arrays sharing memory with the torch tensors: at micro-batch sizes numpy's
@@ -291,6 +294,7 @@ class NeuralDriftMoE(Classifier):
         hash_dim: int | None = None,
         width: int | None = 2048,
         sparse_above: int = 256,
+        sparse_batch_size: int = 256,
         device: str = "auto",
         engine: str = "auto",
         cuda_graph: bool = False,
@@ -328,6 +332,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"width must be >= 1 or None, got {width}")
         if sparse_above < 1:
             raise ValueError(f"sparse_above must be >= 1, got {sparse_above}")
+        if sparse_batch_size < 1:
+            raise ValueError(f"sparse_batch_size must be >= 1, got {sparse_batch_size}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
         if engine not in ("auto", "torch"):
@@ -355,6 +361,7 @@ class NeuralDriftMoE(Classifier):
         self.hash_dim = hash_dim
         self.width = width
         self.sparse_above = sparse_above
+        self.sparse_batch_size = sparse_batch_size
         self.device = device
         self.engine = engine
         self.cuda_graph = cuda_graph
@@ -1047,9 +1054,9 @@ class NeuralDriftMoE(Classifier):
         for i in range(0, full, self.block):
             self._learn_block(wait_x[i : i + self.block], wait_y[i : i + self.block])
 
-    def _step_rows(self) -> int:
+    def _step_rows(self, rows: int) -> int:
         # short streams: smaller steps (more of them) until ``warmup`` events are learned
-        return self.batch_size if self._n_seen >= self.warmup else max(1, self.batch_size // 4)
+        return rows if self._n_seen >= self.warmup else max(1, rows // 4)
 
     def _learn_block(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         before = self._probs_before_learning(X) if (self.neighbours or self.causal) else None
@@ -1066,7 +1073,7 @@ class NeuralDriftMoE(Classifier):
             return
         z = _densify(csr, self._features.dim, self._features.has_overflow)
         xm = self._matrix(z, advance=True)
-        bs = self._step_rows()
+        bs = self._step_rows(self.batch_size)
         if self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
@@ -1090,7 +1097,7 @@ class NeuralDriftMoE(Classifier):
         """``_learn_block``'s steps on CSR rows through the sparse first layer."""
         indptr, cols, vals = csr
         idx = cols * self._stride
-        bs = self._step_rows()
+        bs = self._step_rows(self.sparse_batch_size)
         for i in range(0, yi.shape[0], bs):
             j = min(i + bs, yi.shape[0])
             lo, hi = indptr[i], indptr[j]

@@ -92,8 +92,9 @@ class FeatureSpace:
         self._named = 0
         # rows learned, against which a column's presence is measured
         self._rows = 0
-        # (name, value) -> bucket, and numeric name -> its overflow column: caches only,
-        # rebuilt on demand, never in the state
+        # (name, value) -> bucket, and numeric name -> column for the named ones and the
+        # overflow ones met lately (empty until the width is full): caches only, rebuilt
+        # on demand, never in the state
         self._over_cache: dict[str, int] = {}
         self._bucket_cache: dict[tuple[str, str], int] = {}
         self._names: list[str] = []
@@ -244,7 +245,7 @@ class FeatureSpace:
                 del self._over_index[key]
             else:
                 del self._hash_index[key]
-        self._over_cache = {k: c for k, c in self._over_cache.items() if c < dim}
+        self._over_cache = {}
         del self._names[dim:], self._kinds[dim:], self._keys[dim:]
         self._count[dim:] = 0.0
         self._mean[dim:] = 0.0
@@ -281,19 +282,18 @@ class FeatureSpace:
         keys = list(itertools.chain.from_iterable(X))
         lens = np.fromiter(map(len, X), np.int64, len(X))
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lens)
-        get, over = self._num_index.get, self._over_cache
-        cols = np.fromiter((get(k, -1) for k in keys), np.int64, len(keys))
-        miss = np.flatnonzero(cols < 0)
-        if miss.size:
-            # features past the width: their overflow columns, cached by name
-            oget = over.get
-            cols[miss] = np.fromiter((oget(keys[p], -1) for p in miss.tolist()), np.int64, miss.size)
-        for p in miss[cols[miss] < 0].tolist():
+        # one lookup per item: named columns and the overflow columns of names past the width
+        lookup = self._over_cache if self._over_cache else self._num_index
+        get = lookup.get
+        cols = np.fromiter(map(get, keys, itertools.repeat(-1)), np.int64, len(keys))
+        for p in np.flatnonzero(cols < 0).tolist():
             k = keys[p]
             col = self._numeric_column(k, grow, int(rows[p]))
             if col >= 0 and self._kinds[col] == _OVER:
-                if len(over) >= _HASH_CACHE_MAX:
+                over = self._over_cache
+                if not over or len(over) >= _HASH_CACHE_MAX:
                     over.clear()
+                    over.update(self._num_index)
                 over[k] = col
             cols[p] = col
         vals = np.array(vals_l, dtype=np.float64)
@@ -432,7 +432,7 @@ class FeatureSpace:
         """Learn the running statistics of ``X`` and add the columns it introduces."""
         if not X:
             return
-        r, c, v, is_num = self._scatter(X, grow=True)
+        _, c, v, is_num = self._scatter(X, grow=True)
         self._fold(len(X), c, v, is_num)
 
     def _fold(self, n_rows: int, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> None:

@@ -210,6 +210,7 @@ def test_user_streams_run_at_their_own_length() -> None:
     assert accuracy.stream_length("short", 1_000) == 1_000
     assert accuracy.stream_length("text", None) == 20_000
     assert accuracy.resolve_learner("driftmoe-causal").causal
+    assert not accuracy.resolve_learner("driftmoe").causal
 
 
 def test_moa_arrays_number_classes_and_codes_strings() -> None:
