@@ -202,6 +202,18 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def _wait_ready(port: int, path: str, enough: int = 0) -> None:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        deadline = time.monotonic() + 120
+        while True:
+            r = http.get(path)
+            if r.status_code == 200 and r.json().get("events_seen", enough) >= enough:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready: {path} answered {r.status_code}")
+            time.sleep(0.2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--learner", default="driftmoe")
@@ -227,88 +239,85 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     one = json.dumps({"x": ROW}).encode()
     batch = json.dumps({"rows": [ROW] * args.batch_rows}).encode()
-    results: dict[str, Any] = {"command": command, "machine": where, "learner": args.learner}
     path = f"/v1/models/{pipeline}/predict"
+    modes = {"in-process API (thread)": "false", "API in a child process": "true"}
+    single: dict[str, dict[int, list[dict[str, float]]]] = {"replica": {}, **{m: {} for m in modes}}
+    batches: list[dict[str, float]] = []
+    idle: dict[str, list[float]] = {m: [] for m in modes}
+    loaded: dict[str, list[tuple[float, dict[str, float]]]] = {m: [] for m in modes}
 
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("seeding a snapshot", total=None)
         seed_snapshot(redis_url, pipeline, args.learner, args.events)
-        servers: list[Child] = []
+        total = args.repeats * (len(args.clients) * (1 + len(modes)) + 1 + 2 * len(modes))
+        progress.update(task, description="replica (nothing else running)", total=total, completed=0)
+        # each server alone on the machine (but for other users of it): a learning
+        # process running beside the replica would take the replica's core
+        replica = Child(["serve", "--pipelines", pipeline, "--port", "0"], env)
         try:
-            progress.update(task, description="starting a replica and a learning process")
-            replica = Child(["serve", "--pipelines", pipeline, "--port", "0"], env)
-            servers.append(replica)
             rport = replica.port()
-            state = tempfile.mkdtemp(prefix="bench-serving-")
-            learning = Child(["run", "--port", "0", "--state-dir", state, "--seed", "1"], {**env, "DRIFTLINE_LEARNER": args.learner})
-            servers.append(learning)
-            lport = learning.port()
-            with httpx.Client(timeout=30) as http:
-                deadline = time.monotonic() + 120
-                def ready() -> bool:
-                    if http.get(f"http://127.0.0.1:{rport}/readyz").status_code != 200:
-                        return False
-                    r = http.get(f"http://127.0.0.1:{lport}/v1/models/default")
-                    return r.status_code == 200 and r.json()["events_seen"] >= 2000
-
-                while not ready():
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("servers not ready")
-                    time.sleep(0.2)
-
-            total = args.repeats * (2 * len(args.clients) + 1 + 2)
-            progress.update(task, description="measuring", total=total, completed=0)
-            single: dict[str, dict[int, list[dict[str, float]]]] = {"replica": {}, "learning": {}}
-            batches: list[dict[str, float]] = []
-            idle: list[float] = []
-            loaded: list[tuple[float, dict[str, float]]] = []
+            _wait_ready(rport, "/readyz")
             for _ in range(args.repeats):
                 for c in args.clients:
                     single["replica"].setdefault(c, []).append(load(rport, path, one, c, args.seconds))
                     progress.advance(task)
-                    single["learning"].setdefault(c, []).append(load(lport, "/v1/models/default/predict", one, c, args.seconds))
-                    progress.advance(task)
                 batches.append(load(rport, path, batch, 4, args.seconds))
                 progress.advance(task)
-                idle.append(events_rate(lport, args.seconds))
-                progress.advance(task)
-                loaded.append(rate_under_load(lport, args.load_clients, args.seconds))
-                progress.advance(task)
         finally:
-            for s in servers:
-                s.stop()
+            replica.stop()
+        for mode, flag in modes.items():
+            progress.update(task, description=f"learning process, {mode}")
+            state = tempfile.mkdtemp(prefix="bench-serving-")
+            learning = Child(["run", "--port", "0", "--state-dir", state, "--seed", "1"], {**env, "DRIFTLINE_API_PROCESS": flag})
+            try:
+                lport = learning.port()
+                _wait_ready(lport, "/v1/models/default", enough=2000)
+                for _ in range(args.repeats):
+                    for c in args.clients:
+                        single[mode].setdefault(c, []).append(load(lport, "/v1/models/default/predict", one, c, args.seconds))
+                        progress.advance(task)
+                    idle[mode].append(events_rate(lport, args.seconds))
+                    progress.advance(task)
+                    loaded[mode].append(rate_under_load(lport, args.load_clients, args.seconds))
+                    progress.advance(task)
+            finally:
+                learning.stop()
 
-    table = Table(title=f"single-row POST .../predict, {args.learner}, medians of {args.repeats} runs of {args.seconds:g} s")
-    for col in ("clients", "replica req/s", "replica p50 ms", "replica p99 ms", "learning process req/s", "p50 ms", "p99 ms", "replica p99 / learning p99"):
-        table.add_column(col, justify="right")
+    table = Table(title=f"single-row POST .../predict, {args.learner}: requests/s, p50 and p99 ms; medians of {args.repeats} runs of {args.seconds:g} s")
+    table.add_column("clients", justify="right")
+    for name in single:
+        for col in ("req/s", "p50", "p99"):
+            table.add_column(f"{name}\n{col}", justify="right")
     rows = []
     for c in args.clients:
-        r, w = single["replica"][c], single["learning"][c]
-        row = {
-            "clients": c, "replica_rps": _median(r, "rps"), "replica_p50_ms": _median(r, "p50_ms"), "replica_p99_ms": _median(r, "p99_ms"),
-            "learning_rps": _median(w, "rps"), "learning_p50_ms": _median(w, "p50_ms"), "learning_p99_ms": _median(w, "p99_ms"),
-        }  # fmt: skip
+        row: dict[str, Any] = {"clients": c}
+        cells = [str(c)]
+        for name, runs in single.items():
+            r = runs[c]
+            row[name] = {k: _median(r, k) for k in ("rps", "p50_ms", "p99_ms")}
+            cells += [f"{row[name]['rps']:,.0f}", f"{row[name]['p50_ms']:.2f}", f"{row[name]['p99_ms']:.2f}"]
         rows.append(row)
-        table.add_row(
-            str(c), f"{row['replica_rps']:,.0f}", f"{row['replica_p50_ms']:.2f}", f"{row['replica_p99_ms']:.2f}",
-            f"{row['learning_rps']:,.0f}", f"{row['learning_p50_ms']:.2f}", f"{row['learning_p99_ms']:.2f}",
-            f"{row['replica_p99_ms'] / row['learning_p99_ms']:.2f}",
-        )  # fmt: skip
+        table.add_row(*cells)
     console.print(table)
+    base = next(iter(modes))
+    for c, row in zip(args.clients, rows, strict=True):
+        console.print(f"{c} client(s): replica p99 / in-process API p99 = {row['replica']['p99_ms'] / row[base]['p99_ms']:.2f}, requests/s ratio {row['replica']['rps'] / row[base]['rps']:.2f}")
     batch_rps = statistics.median(b["rps"] for b in batches) * args.batch_rows
     console.print(f"batch predict on the replica ({args.batch_rows} rows a request, 4 clients): {batch_rps:,.0f} rows/s (p50 {_median(batches, 'p50_ms'):.1f} ms a request)")
-    rate_idle = statistics.median(idle)
-    rate_loaded = statistics.median(r for r, _ in loaded)
-    served = statistics.median(o.get("rps", 0.0) for _, o in loaded)
-    console.print(
-        f"learning process: {rate_idle:,.0f} events/s with its API idle, {rate_loaded:,.0f} events/s while "
-        f"{args.load_clients} clients get {served:,.0f} predictions/s from it: ratio {rate_loaded / rate_idle:.2f}"
-    )
+    learning_rows = {}
+    for mode in modes:
+        rate_idle = statistics.median(idle[mode])
+        rate_loaded = statistics.median(r for r, _ in loaded[mode])
+        served = statistics.median(o.get("rps", 0.0) for _, o in loaded[mode])
+        learning_rows[mode] = {"idle": rate_idle, "loaded": rate_loaded, "ratio": rate_loaded / rate_idle, "served_rps": served}
+        console.print(
+            f"learning, {mode}: {rate_idle:,.0f} events/s with the API idle, {rate_loaded:,.0f} events/s while "
+            f"{args.load_clients} clients get {served:,.0f} predictions/s from it: ratio {rate_loaded / rate_idle:.2f}"
+        )
     console.print(f"command: {command}")
-    console.print(f"machine: {where} (shared: other processes' load varies between runs)")
-    results.update(single=rows, batch_rows_per_s=batch_rps, learning_idle=rate_idle, learning_loaded=rate_loaded, learning_ratio=rate_loaded / rate_idle, served_under_load=served)
+    console.print(f"machine: {where} (shared with other work: its load varies between runs)")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"command": command, "machine": where, "learner": args.learner, "single": rows, "batch_rows_per_s": batch_rps, "learning": learning_rows}, indent=2))
     return 0
 
 

@@ -35,13 +35,20 @@ def classes(proba: dict[Any, float]) -> tuple[Any, dict[str, float]]:
     return y, {str(k): float(v) for k, v in proba.items()}
 
 
-def answer(served: Any, probas: list[dict[Any, float]], one: bool) -> bytes:
+def predict_rows(served: Any, rows: list[dict[str, Any]]) -> list[tuple[Any, dict[str, float]]]:
+    """``(y, proba)`` per row in one model call: a class and its probabilities, or a number and ``{}``."""
+    if getattr(served, "task", "classification") == "regression":
+        return [(float(y), {}) for y in served.model.predict_many(rows)]
+    return [classes(p) for p in served.model.predict_proba_many(rows)]
+
+
+def answer(served: Any, predictions: list[tuple[Any, dict[str, float]]], one: bool) -> bytes:
     out: dict[str, Any]
     if one:
-        y, proba = classes(probas[0])
+        y, proba = predictions[0]
         out = {"y": y, "proba": proba}
     else:
-        out = {"predictions": [dict(zip(("y", "proba"), classes(p), strict=True)) for p in probas]}
+        out = {"predictions": [{"y": y, "proba": proba} for y, proba in predictions]}
     out["version"] = served.version
     out["events_seen"] = served.events_seen
     out["offsets"] = served.offsets
@@ -130,10 +137,10 @@ class FastPredict:
         try:
             for row in rows:
                 check_features(row)
-            probas = served.model.predict_proba_many(rows)
+            predictions = predict_rows(served, rows)
         except Exception:
             return None  # the route answers it, with the message (EventError, LearnerError, ...)
-        return answer(served, probas, x is not None), len(rows)
+        return answer(served, predictions, x is not None), len(rows)
 
 
 def _replay(body: bytes, receive: Any) -> Any:

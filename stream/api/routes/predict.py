@@ -15,7 +15,7 @@ from fastapi import APIRouter, HTTPException, Query, Response
 
 from learners.exceptions import LearnerError
 from stream.api.deps import ModelDep, ReadAccess, StateDep
-from stream.api.fastpath import answer
+from stream.api.fastpath import answer, predict_rows
 from stream.api.schemas import PredictManyResponse, PredictOneResponse, PredictRequest, Problem
 from stream.events import check_features
 from stream.exceptions import EventError
@@ -51,7 +51,7 @@ async def predict(
     try:
         for i, row in enumerate(rows):
             check_features(row, "x" if one else f"rows[{i}]")
-        probas = served.model.predict_proba_many(rows)
+        predictions = predict_rows(served, rows)
     except (EventError, LearnerError) as exc:
         raise HTTPException(422, str(exc)) from exc
     except Exception as exc:
@@ -59,4 +59,4 @@ async def predict(
         raise HTTPException(422, f"the model could not predict this input: {type(exc).__name__}: {exc}") from exc
     if state.metrics is not None:
         state.metrics.observe_predict(served.name, len(rows), time.perf_counter() - started)
-    return Response(answer(served, probas, one), media_type="application/json")
+    return Response(answer(served, predictions, one), media_type="application/json")
