@@ -135,6 +135,8 @@ class Signal:
     window: int
     kind: str = "drift"
     signal: str = "loss"
+    #: set by monitors whose change is not an error rate (input drift); else from the rise
+    severity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,10 @@ class AlertManager:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     next_id: int = 0
-    #: the open drift alert (warning or drift), as the alert's dict, or None
-    _open: dict[str, Any] | None = None
-    #: event indices of recent firings, for "N drifts in T"
-    _firings: deque[int] = field(default_factory=deque)
+    #: per signal ("loss", or a feature's name), the open drift alert as the alert's dict
+    _open: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per signal, event indices of recent firings, for "N drifts in T"
+    _firings: dict[str, deque[int]] = field(default_factory=dict)
     _stall: dict[str, Any] | None = None
     _last_event_at: float | None = None
 
@@ -169,18 +171,18 @@ class AlertManager:
 
     @property
     def open(self) -> bool:
-        return self._open is not None
+        return bool(self._open)
 
     def on_signal(self, sig: Signal, where: Where) -> list[Alert]:
         """A monitor's warning or firing; returns the revisions to publish (maybe none)."""
         if sig.kind == "warning":
             return self._on_warning(sig, where)
-        firings = self._firings
+        firings = self._firings.setdefault(sig.signal, deque())
         firings.append(sig.event_index)
         while firings and firings[0] <= sig.event_index - self.rules.drift_window_events:
             firings.popleft()
-        cur = self._open
-        severity = severity_for(sig.loss_after - sig.loss_before)
+        cur = self._open.get(sig.signal)
+        severity = sig.severity or severity_for(sig.loss_after - sig.loss_before)
         if cur is not None and (
             cur["state"] == "warning" or sig.event_index - cur["last_event_index"] <= self.rules.cooldown_events
         ):
@@ -203,26 +205,32 @@ class AlertManager:
             return []
         if severity_rank(severity) < severity_rank(self.rules.min_severity):
             return []
-        self._open = self._new("drift", "drift", severity, sig, where)
-        return [self._alert(self._open)]
+        opened = self._open[sig.signal] = self._new("drift", "drift", severity, sig, where)
+        return [self._alert(opened)]
 
     def _on_warning(self, sig: Signal, where: Where) -> list[Alert]:
-        if self._open is not None:
+        if sig.signal in self._open:
             return []
-        self._open = self._new("drift", "warning", severity_for(sig.loss_after - sig.loss_before), sig, where)
-        self._open["count"] = 0
-        return [self._alert(self._open)]
+        severity = sig.severity or severity_for(sig.loss_after - sig.loss_before)
+        opened = self._open[sig.signal] = self._new("drift", "warning", severity, sig, where)
+        opened["count"] = 0
+        return [self._alert(opened)]
 
     def on_progress(self, event_index: int, rolling_error: float) -> list[Alert]:
-        """After a chunk: resolve the open alert once the error is back where it was."""
-        cur = self._open
-        if cur is None or event_index - cur["last_event_index"] < self.rules.resolve_after_events:
-            return []
-        if cur["state"] == "warning" or rolling_error <= cur["loss_before"] + self.rules.resolve_margin:
-            self._open = None
-            cur.update(state="resolved", resolved_index=event_index, error_now=round(rolling_error, 6))
-            return [self._revise(cur, None)]
-        return []
+        """After a chunk: resolve open alerts once their signal is back to normal.
+
+        The loss is back when the rolling error is within the margin of the error before the
+        drift; an input (a feature) has settled when its detector stayed quiet as long.
+        """
+        out = []
+        for signal, cur in list(self._open.items()):
+            if event_index - cur["last_event_index"] < self.rules.resolve_after_events:
+                continue
+            if signal != "loss" or cur["state"] == "warning" or rolling_error <= cur["loss_before"] + self.rules.resolve_margin:
+                del self._open[signal]
+                cur.update(state="resolved", resolved_index=event_index, error_now=round(rolling_error, 6))
+                out.append(self._revise(cur, None))
+        return out
 
     # ------------------------------------------------------------ stall, churn
 
@@ -290,14 +298,18 @@ class AlertManager:
         # the stall timer is not kept: a monotonic time means nothing to another process
         return {
             "next_id": self.next_id,
-            "open": dict(self._open) if self._open is not None else None,
-            "firings": list(self._firings),
+            "open": {k: dict(v) for k, v in self._open.items()},
+            "firings": {k: list(v) for k, v in self._firings.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.next_id = int(state["next_id"])
-        self._open = dict(state["open"]) if state["open"] is not None else None
-        self._firings = deque(state["firings"])
+        opened, firings = state["open"], state["firings"]
+        if opened is None or "id" in opened:  # the first format: the loss's alert alone
+            opened = {} if opened is None else {"loss": opened}
+            firings = {"loss": firings}
+        self._open = {k: dict(v) for k, v in opened.items()}
+        self._firings = {k: deque(v) for k, v in firings.items()}
 
 
 # ---------------------------------------------------------------- the history

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from river import drift
@@ -22,6 +23,9 @@ DETECTORS: dict[str, type] = {
     "hddm_a": binary.HDDMA,
     "hddm_w": binary.HDDMW,
 }
+
+#: detectors of a 0/1 error signal: classification only
+BINARY_DETECTORS = frozenset({"ddm", "eddm", "hddm_a", "hddm_w"})
 
 
 #: one detection (or, for detectors that have one, a warning): where, and the loss before and after
@@ -102,6 +106,42 @@ class LossMonitor:
         self._warned = bool(state.get("warned", False))
         return True
 
+    def update_many(self, losses: Sequence[float], event_indexes: Sequence[int]) -> list[tuple[int, Drift]]:
+        """``update`` on each loss in order; return (position in ``losses``, drift) for each report."""
+        if type(self._detector) is not drift.ADWIN:
+            found = []
+            for i, (loss, index) in enumerate(zip(losses, event_indexes, strict=True)):
+                d = self.update(loss, index)
+                if d is not None:
+                    found.append((i, d))
+            return found
+        # ADWIN, the default: its estimation property costs more than the
+        # update itself, so the window is read from its engine directly (same numbers;
+        # a test holds this loop to ``update``'s)
+        det = self._detector
+        helper = det._helper
+        recent = self._recent
+        s, n = self._since_drift_sum, self._since_drift_n
+        found = []
+        for i, loss in enumerate(losses):
+            recent.append(loss)
+            s += loss
+            n += 1
+            # read before the update, which first resets a detector that fired last time
+            width = helper.get_width()
+            before = helper.get_total() / width if width else 0.0
+            if det._drift_detected:
+                det._reset()
+                helper = det._helper
+            det._drift_detected = hit = helper.update(loss)
+            if hit:
+                after = sum(recent) / len(recent)
+                s, n = 0.0, 0
+                if self.direction != "increase" or after > before:
+                    found.append((i, Drift(self.name, event_indexes[i], float(before), after, self.window)))
+        self._since_drift_sum, self._since_drift_n = s, n
+        return found
+
     def update(self, loss: float, event_index: int) -> Drift | None:
         self._recent.append(loss)
         self._since_drift_sum += loss
@@ -134,3 +174,60 @@ class LossMonitor:
         if self.direction == "increase" and after <= before:
             return None
         return Drift(self.name, event_index, float(before), after, self.window, kind="warning")
+
+
+#: shift of a feature's mean, in standard deviations before the change, from which each
+#: severity above ``low`` starts
+FEATURE_SEVERITY_STEPS = (0.5, 1.0, 2.0)
+
+
+class FeatureMonitor:
+    """ADWIN on one numeric feature's values: input drift, whatever the labels say.
+
+    A detection is reported with ``signal`` the feature's name, ``loss_before`` and
+    ``loss_after`` holding the feature's mean since the previous detection and over the last
+    ``window // 10`` values, and a severity from the shift in standard deviations. Events
+    without the feature, or with a non-numeric value for it, are skipped.
+    """
+
+    def __init__(self, feature: str, params: dict[str, Any] | None = None, window: int = 1000):
+        self.feature = feature
+        self.params = dict(params or {})
+        self.window = window
+        self._detector = make_detector("adwin", self.params)
+        self._recent: deque[float] = deque(maxlen=max(1, window // 10))
+        self._n, self._mean, self._m2 = 0, 0.0, 0.0
+
+    def update(self, value: float, event_index: int) -> Drift | None:
+        self._recent.append(value)
+        self._n += 1
+        delta = value - self._mean
+        self._mean += delta / self._n
+        self._m2 += delta * (value - self._mean)
+        self._detector.update(value)
+        if not self._detector.drift_detected:
+            return None
+        before = self._mean
+        std = (self._m2 / (self._n - 1)) ** 0.5 if self._n > 1 else 0.0
+        after = sum(self._recent) / len(self._recent)
+        self._n, self._mean, self._m2 = 0, 0.0, 0.0
+        shift = abs(after - before) / std if std > 0 else float("inf")
+        severity = ("low", "medium", "high", "critical")[sum(1 for s in FEATURE_SEVERITY_STEPS if shift >= s)]
+        return Drift("adwin", event_index, before, after, self.window, signal=self.feature, severity=severity)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "params": dict(self.params),
+            "detector": pickle.dumps(self._detector, protocol=pickle.HIGHEST_PROTOCOL),
+            "recent": list(self._recent),
+            "welford": [self._n, self._mean, self._m2],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        if state["feature"] != self.feature or state["params"] != self.params:
+            return False
+        self._detector = pickle.loads(state["detector"])  # noqa: S301 - from a signed snapshot
+        self._recent.extend(state["recent"])
+        self._n, self._mean, self._m2 = state["welford"]
+        return True

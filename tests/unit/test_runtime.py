@@ -279,3 +279,30 @@ def test_each_new_version_is_scored_for_churn_on_the_recent_inputs(tmp_path):
     alerts = [a for a in pipe.alerts.since() if a.kind == "churn"]
     assert {a.model_version for a in alerts} == {v for v, c in churn.items() if c > 0.06} == {7, 8, 45}
     assert all(a.state == "churn" and a.severity == "medium" and a.loss_after > 0.06 for a in alerts)
+
+
+def test_a_watched_feature_that_shifts_raises_an_input_drift_alert(tmp_path):
+    import random
+
+    rng = random.Random(4)
+    events = []
+    for i in range(6000):
+        x0 = rng.uniform(0, 1) + (1.5 if i >= 3000 else 0.0)  # the input moves; the rule does not
+        x1 = rng.uniform(0, 1)
+        events.append(Event(id=f"e{i}", x={"x0": x0, "x1": x1, "c": "k"}, y=int(x1 > 0.5)))
+    log = InMemoryLog()
+    _feed(log, events)
+    pipe = _pipeline(log, DirectoryStore(tmp_path), feature_monitors=["x0", "c"], batch_size=100)
+    pipe.run(max_events=6000)
+    inputs = [a for a in pipe.alerts.since() if a.signal != "loss"]
+    # exact for this seed: ADWIN on plain Python floats
+    assert [(a.signal, a.kind, a.severity, a.event_index, a.state, a.resolved_index) for a in inputs] == [
+        ("x0", "drift", "high", 3039, "resolved", 4100)
+    ]
+    (a,) = inputs
+    assert a.event_id == "e3039" and a.offset == 3039
+    # the feature's means: before the change, and over the last 100 values (39 of them after it)
+    assert a.loss_before == pytest.approx(0.5, abs=0.05) and 1.0 < a.loss_after < 1.3
+    assert all(al.signal == "loss" for al in pipe.alerts.since() if al not in inputs)
+    state = pipe.state_dict()["feature_monitors"]
+    assert set(state) == {"x0", "c"} and state["c"]["welford"][0] == 0  # a string feature is skipped
