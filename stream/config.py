@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     churn_probe_size: int = Field(256, ge=0, le=10_000, description="Recent events each published version is compared on (0: no churn).")
 
     events_topic: str = "events"
+    join_labels: bool = Field(False, description="Join labels from labels_topic to the events served earlier (on for a --config pipeline that names a labels_topic).")
     label_ttl_events: int = Field(10_000, ge=1, description="A served event waits for its label this many events...")
     label_ttl_s: float = Field(86_400.0, gt=0, description="...or this many seconds of stream time (record timestamps), whichever is first.")
     label_delay_ms: int = Field(1_000, ge=0, description="A label is applied once the events' stream time passes its own timestamp plus this delay (the deterministic merge rule).")

@@ -150,7 +150,7 @@ def build_worker(
         options=settings.kafka_options,
     )
     labels = None
-    if settings.labels_topic:
+    if settings.labels_topic and settings.join_labels:
         # its own group: the labels' offsets live in the snapshot; the group's are for lag
         labels = open_source(
             settings.kafka_client, settings.kafka_bootstrap_servers, [settings.labels_topic],

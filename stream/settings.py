@@ -146,7 +146,9 @@ class PipelineSpec(_spec_model()):  # type: ignore[misc]
             if name not in PROCESS_FIELDS
         }
         defaults["labels_topic"] = None  # a file pipeline joins labels only from a topic it names
-        return Settings(**{**defaults, **values, **self.flat()})
+        flat = self.flat()
+        flat["join_labels"] = flat.get("labels_topic") is not None
+        return Settings(**{**defaults, **values, **flat})
 
 
 class PipelinesFile(BaseModel):

@@ -169,7 +169,7 @@ class Pipeline:
 
     def _new_join(self) -> LabelJoin | None:
         s = self.settings
-        if s.labels_topic is None:
+        if s.labels_topic is None or not s.join_labels:
             return None
         return LabelJoin(
             task=s.task, ttl_events=s.label_ttl_events, ttl_s=s.label_ttl_s, delay_ms=s.label_delay_ms,

@@ -76,7 +76,7 @@ def _fill(log, schedule, n, seed):
 
 def _pipeline(log, store, group="g", **kw):
     settings = load_settings(
-        learner=LEARNER, pipeline="j", batch_timeout_ms=1, labels_topic="labels", label_delay_ms=0,
+        learner=LEARNER, pipeline="j", batch_timeout_ms=1, labels_topic="labels", join_labels=True, label_delay_ms=0,
         label_remember=1_000_000, **kw,
     )
     return Pipeline(
