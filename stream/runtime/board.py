@@ -32,6 +32,8 @@ class ServedModel:
     offsets: dict[str, int] = field(default_factory=dict)
     published_at: float = 0.0
     snapshot_version: int | None = None
+    #: "classification" (answers a label and class probabilities) or "regression" (a number)
+    task: str = "classification"
 
     def describe(self) -> dict[str, Any]:
         """The copy's identity and progress, without the model."""
@@ -44,7 +46,16 @@ class ServedModel:
             "offsets": dict(self.offsets),
             "published_at": self.published_at,
             "snapshot_version": self.snapshot_version,
+            "task": self.task,
         }
+
+    def predict(self, rows: list[dict]) -> list[dict]:
+        """``{"y", "proba"}`` per row: a label and its probabilities, or a number and ``{}``."""
+        if self.task == "regression":
+            return [{"y": float(y), "proba": {}} for y in self.model.predict_many(rows)]
+        probas = self.model.predict_proba_many(rows)
+        preds = self.model.predict_many(rows)
+        return [{"y": y, "proba": {str(k): float(v) for k, v in p.items()}} for y, p in zip(preds, probas, strict=True)]
 
 
 class ModelBoard:
