@@ -460,9 +460,14 @@ class _Outbox:
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued within ``timeout``, then stop."""
-        self._queue.put(None)
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            pass  # the sender is stuck on a dead receiver: stop it, its queue is lost (logged)
         self._thread.join(timeout)
         self._stop.set()
+        if self._thread.is_alive():
+            logger.warning("alerts to %s: %d revision(s) not delivered at shutdown", self.name, self._queue.qsize())
 
 
 def post_json(url: str, timeout_s: float = 5.0) -> Callable[[Alert], None]:
