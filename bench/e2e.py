@@ -11,7 +11,8 @@ events:
 - raw consume: the same client reading the same topic with ``json.loads`` on each value and
   nothing else: the ceiling the event path can reach;
 - learner alone: ``bench.throughput``'s prequential loop over the same events in memory.
-Rates are medians over ``--repeats`` runs; the ratio is worker / learner alone. Checkpoint
+The three take turns within each of ``--repeats`` runs; rates are medians over the runs, and
+the ratio is the median of each run's worker / learner alone. Checkpoint
 time and snapshot size are those of the final checkpoint. Kafka and Redis come from
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL``, else the local launcher starts them.
 """
@@ -133,18 +134,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows = []
     for learner in args.learners.split(","):
-        console.print(f"[{learner}] learner alone ...")
-        alone = measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, args.repeats, cuda=False)
         for client in args.clients.split(","):
-            raws, runs = [], []
+            raws, runs, alones, ratios = [], [], [], []
             for r in range(args.repeats):
-                console.print(f"[{learner} / {client}] run {r + 1}/{args.repeats}: raw consume, worker ...")
+                # the three take turns, so a noisy moment weighs on all of them alike
+                console.print(f"[{learner} / {client}] run {r + 1}/{args.repeats}: learner alone, raw consume, worker ...")
+                alones.append(measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, 1, cuda=False)["events_per_s"])
                 raws.append(raw_consume(client, kafka, topic, args.n))
                 runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch))
-            rate = statistics.median(x["events_per_s"] for x in runs)
+                ratios.append(runs[-1]["events_per_s"] / alones[-1])
             rows.append({
-                "learner": learner, "client": client, "worker": rate, "alone": alone["events_per_s"],
-                "ratio": rate / alone["events_per_s"], "raw": statistics.median(raws),
+                "learner": learner, "client": client, "worker": statistics.median(x["events_per_s"] for x in runs),
+                "alone": statistics.median(alones), "ratio": statistics.median(ratios), "raw": statistics.median(raws),
                 "checkpoint_ms": statistics.median(x["checkpoint_ms"] for x in runs),
                 "snapshot_kb": statistics.median(x["snapshot_kb"] for x in runs),
                 "accuracy": statistics.median(x["accuracy"] for x in runs),

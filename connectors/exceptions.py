@@ -29,3 +29,11 @@ class ServiceStartError(ConnectorError):
 
 class ProducerFencedError(ConnectorError):
     """Another producer took this transactional id: this one must stop writing for good."""
+
+
+class OutputsLostError(ConnectorError):
+    """The open transaction was aborted: its records will never be read.
+
+    The sink is usable again; the caller must rewind its input to the offsets of the last
+    committed transaction and produce those outputs again.
+    """

@@ -316,38 +316,43 @@ def _describe_cluster(bootstrap: str) -> dict[str, Any]:
         admin.close()
 
 
-def _start_kafka(d: Path, timeout_s: float) -> dict[str, Any]:
+def _start_kafka(d: Path, timeout_s: float, again: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start a broker: a new cluster, or with ``again`` (a stopped broker's entry) that one
+    on its data, ports and cluster id, as an operator's restart does."""
     java = shutil.which("java")
     if java is None:
         msg = "Java 17+ is needed to run Kafka: apt-get install -y openjdk-17-jre-headless"
         raise ServiceStartError(msg)
     libs = ensure_kafka_jars()
     run_dir = d / "kafka"
-    # A stopped broker's data is not worth keeping: a fresh cluster id and empty log dirs
-    # make every start the same.
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    port, controller_port = _free_port(), _free_port()
-    while controller_port == port:
-        controller_port = _free_port()
     props = run_dir / "server.properties"
-    props.write_text(_server_properties(run_dir, port, controller_port))
     log_file = run_dir / "server.log"
     log4j = run_dir / "log4j2.properties"
-    log4j.write_text(_log4j2_properties(log_file))
     out_file = run_dir / "kafka.out"
-    cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
     classpath = f"{libs}/*"
     common = [java, f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
-    fmt = subprocess.run(
-        [*common, "-Xmx512m", "-cp", classpath, "kafka.tools.StorageTool", "format",
-         "-t", cluster_id, "-c", str(props)],
-        cwd=run_dir, capture_output=True, timeout=120, check=False,
-    )  # fmt: skip
-    if fmt.returncode != 0:
-        output = (fmt.stdout + fmt.stderr).decode(errors="replace").splitlines()[-20:]
-        msg = f"formatting Kafka storage failed (exit {fmt.returncode}):\n" + "\n".join(output)
-        raise ServiceStartError(msg)
+    if again is not None:
+        port, controller_port, cluster_id = again["port"], again["controller_port"], again["cluster_id"]
+    else:
+        # A stopped broker's data is not worth keeping: a fresh cluster id and empty log
+        # dirs make every start the same.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        port, controller_port = _free_port(), _free_port()
+        while controller_port == port:
+            controller_port = _free_port()
+        props.write_text(_server_properties(run_dir, port, controller_port))
+        log4j.write_text(_log4j2_properties(log_file))
+        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        fmt = subprocess.run(
+            [*common, "-Xmx512m", "-cp", classpath, "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(props)],
+            cwd=run_dir, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+        if fmt.returncode != 0:
+            output = (fmt.stdout + fmt.stderr).decode(errors="replace").splitlines()[-20:]
+            msg = f"formatting Kafka storage failed (exit {fmt.returncode}):\n" + "\n".join(output)
+            raise ServiceStartError(msg)
     proc = _spawn(
         [
             *common,
@@ -487,6 +492,27 @@ def up_kafka(state_dir: Path | str | None = None, *, timeout_s: float | None = N
 def up_redis(state_dir: Path | str | None = None, *, timeout_s: float | None = None) -> str:
     """Ensure the local Redis runs; return its URL ``redis://127.0.0.1:<port>/0``."""
     return _up_one("redis", state_dir, timeout_s)
+
+
+def restart_kafka(state_dir: Path | str | None = None, *, kill: bool = False, down_s: float = 0.0, timeout_s: float | None = None) -> str:
+    """Stop the recorded broker (SIGTERM, or SIGKILL with ``kill``), stay down ``down_s``
+    seconds, then start it again on the same data and ports; return its address."""
+    d = _resolve(state_dir)
+    with _flock(d / ".lock"):
+        state = _read_state(d)
+        entry = state.get("kafka")
+        if entry is None:
+            msg = f"no broker recorded in {d} to restart"
+            raise ServiceStartError(msg)
+        pid = int(entry["pid"])
+        if kill and _alive(pid, entry.get("marker")):
+            os.kill(pid, signal.SIGKILL)
+        _stop_pid(pid, entry.get("marker"), STOP_TIMEOUT_S)
+        time.sleep(down_s)
+        entry = _start_kafka(d, KAFKA_START_TIMEOUT_S if timeout_s is None else timeout_s, again=entry)
+        state["kafka"] = entry
+        _write_state(d, state)
+        return str(entry["address"])
 
 
 def up(state_dir: Path | str | None = None) -> dict[str, str]:

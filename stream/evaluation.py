@@ -10,7 +10,7 @@ checks it.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 
@@ -54,7 +54,6 @@ class Prequential:
         return self._all.n
 
     def update(self, y_true: Hashable, y_pred: Hashable | None) -> None:
-        # once per event on the hot path: the confusion updates are written out inline
         hit = 1 if y_true == y_pred else 0
         a, r = self._all, self._recent
         a.n += 1
@@ -69,6 +68,29 @@ class Prequential:
         pairs.append((y_true, y_pred))
         if len(pairs) > self.window:
             r.add(*pairs.popleft(), -1)
+
+    def update_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None]) -> None:
+        """The same as ``update`` on each pair in order, in a few C-level passes."""
+        hits = sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p)
+        a, r = self._all, self._recent
+        a.n += len(y_true)
+        a.correct += hits
+        a.rows.update(y_true)
+        a.cols.update(y_pred)
+        r.n += len(y_true)
+        r.correct += hits
+        r.rows.update(y_true)
+        r.cols.update(y_pred)
+        pairs = self._pairs
+        pairs.extend(zip(y_true, y_pred, strict=True))
+        # adding all before dropping the oldest gives the same counts (keys are never deleted)
+        excess = len(pairs) - self.window
+        if excess > 0:
+            old = [pairs.popleft() for _ in range(excess)]
+            r.n -= excess
+            r.correct -= sum(1 for y, p in old if y == p)
+            r.rows.subtract(Counter(y for y, _ in old))
+            r.cols.subtract(Counter(p for _, p in old))
 
     def state_dict(self) -> dict[str, Any]:
         """Plain data: the confusion counts are rebuilt from the labelled pairs they count."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from river import drift
@@ -101,6 +102,42 @@ class LossMonitor:
         self._since_drift_sum, self._since_drift_n = state["since_drift"]
         self._warned = bool(state.get("warned", False))
         return True
+
+    def update_many(self, losses: Sequence[float], event_indexes: Sequence[int]) -> list[tuple[int, Drift]]:
+        """``update`` on each loss in order; return (position in ``losses``, drift) for each report."""
+        if type(self._detector) is not drift.ADWIN:
+            found = []
+            for i, (loss, index) in enumerate(zip(losses, event_indexes, strict=True)):
+                d = self.update(loss, index)
+                if d is not None:
+                    found.append((i, d))
+            return found
+        # ADWIN, the default: its estimation property costs more than the
+        # update itself, so the window is read from its engine directly (same numbers;
+        # a test holds this loop to ``update``'s)
+        det = self._detector
+        helper = det._helper
+        recent = self._recent
+        s, n = self._since_drift_sum, self._since_drift_n
+        found = []
+        for i, loss in enumerate(losses):
+            recent.append(loss)
+            s += loss
+            n += 1
+            # read before the update, which first resets a detector that fired last time
+            width = helper.get_width()
+            before = helper.get_total() / width if width else 0.0
+            if det._drift_detected:
+                det._reset()
+                helper = det._helper
+            det._drift_detected = hit = helper.update(loss)
+            if hit:
+                after = sum(recent) / len(recent)
+                s, n = 0.0, 0
+                if self.direction != "increase" or after > before:
+                    found.append((i, Drift(self.name, event_indexes[i], float(before), after, self.window)))
+        self._since_drift_sum, self._since_drift_n = s, n
+        return found
 
     def update(self, loss: float, event_index: int) -> Drift | None:
         self._recent.append(loss)

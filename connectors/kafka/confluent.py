@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
-from connectors.exceptions import ConnectorError, ProducerFencedError
+from connectors.exceptions import ConnectorError, OutputsLostError, ProducerFencedError
 from connectors.kafka._common import (
     DEFAULT_GIVE_UP_S,
     DEFAULT_STALL_WARN_S,
@@ -51,6 +51,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 #: Producer defaults; any of them can be overridden through ``options``.
 PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "acks": "all"}
 
+#: how long past its own timeout a transactional call may take before the producer is given up
+_TXN_CALL_GRACE_S = 5.0
+
 _FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -77,6 +80,43 @@ def _as_connector_error(exc: BaseException, what: str) -> ConnectorError:
     if err is not None and err.code() in _FENCED_CODES:
         return ProducerFencedError(f"{what}: producer fenced by another with the same transactional id: {err.str()}")
     return ConnectorError(f"{what}: {exc}")
+
+
+def _bounded(fn: Callable[..., Any], args: tuple[Any, ...], timeout_s: float, what: str) -> Any:
+    """``fn(*args)`` on a daemon thread, waited for at most ``timeout_s`` (TimeoutError past it).
+
+    A daemon thread, so that a call that never returns cannot hold the process at exit.
+    """
+    done = threading.Event()
+    out: list[Any] = []
+
+    def call() -> None:
+        try:
+            out.append((True, fn(*args)))
+        except BaseException as exc:  # handed to the caller below
+            out.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=call, name=f"kafka-txn {what}", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError(what)
+    ok, value = out[0]
+    if ok:
+        return value
+    raise value
+
+
+def _in_order(records: list[Record]) -> bool:
+    """Whether the records are one partition's, in offset order (the common poll)."""
+    first = records[0]
+    topic, partition = first.topic, first.partition
+    offset = first.offset
+    for r in records[1:]:
+        if r.partition != partition or r.topic != topic or r.offset <= offset:
+            return False
+        offset = r.offset
+    return True
 
 
 class ConfluentSource:
@@ -198,6 +238,7 @@ class ConfluentSource:
             msg = f"polling {self.topics} failed: {exc}"
             raise ConnectorError(msg) from exc
         records: list[Record] = []
+        append = records.append
         for m in messages:
             err = m.error()
             if err is not None:
@@ -205,23 +246,29 @@ class ConfluentSource:
                 continue
             ts_type, ts = m.timestamp()
             headers = m.headers()
-            records.append(
+            append(
                 Record(
-                    topic=m.topic(),
-                    partition=m.partition(),
-                    offset=m.offset(),
-                    value=m.value() or b"",
-                    key=m.key(),
-                    timestamp_ms=ts if ts_type != 0 and ts >= 0 else None,
-                    headers=tuple(headers) if headers else (),
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.value() or b"",
+                    m.key(),
+                    ts if ts_type != 0 and ts >= 0 else None,
+                    tuple(headers) if headers else (),
                 )
             )
-        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        one_partition = not records or _in_order(records)
+        if not one_partition:
+            records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         if records:
             self._contact.ok()
             with self._lock:
-                for r in records:
-                    self._positions[(r.topic, r.partition)] = r.offset + 1
+                if one_partition:
+                    last = records[-1]
+                    self._positions[(last.topic, last.partition)] = last.offset + 1
+                else:
+                    for r in records:
+                        self._positions[(r.topic, r.partition)] = r.offset + 1
         elif self._contact.probe_due():
             self._probe()
         return records
@@ -371,6 +418,7 @@ class ConfluentSink:
         self._generation = 0
         self._unpolled = 0
         self._in_transaction = False
+        self._abandoned: list[Producer] = []
         self._producer = self._new_producer()
         if self.transactional:
             self._call(self._producer.init_transactions, "initialising transactions")
@@ -406,11 +454,21 @@ class ConfluentSink:
                 self._error = err
 
     def _call(self, fn: Callable[..., Any], what: str, *args: Any) -> Any:
-        """A transactional API call: retried while retriable, errors made ours."""
+        """A transactional API call: retried while retriable, errors made ours.
+
+        The call runs on a helper thread and is waited for within a bound: librdkafka can
+        block in it past its own timeout (sending offsets to a group coordinator that went
+        away and came back), and a worker must not hang there.
+        """
         deadline = time.monotonic() + self.transaction_timeout_s
         while True:
+            budget = max(0.1, deadline - time.monotonic())
             try:
-                return fn(*args, max(0.1, deadline - time.monotonic()))
+                return _bounded(fn, (*args, budget), budget + _TXN_CALL_GRACE_S, what)
+            except TimeoutError:
+                self._replace_wedged(what)
+                msg = f"{what}: no answer within {budget + _TXN_CALL_GRACE_S:.0f} s; the transaction is lost"
+                raise OutputsLostError(msg) from None
             except KafkaException as exc:
                 err = _kafka_error(exc)
                 if err is not None and err.code() in _FENCED_CODES:
@@ -420,16 +478,36 @@ class ConfluentSink:
                 if err is not None and err.retriable() and time.monotonic() < deadline:
                     log.debug("%s: retrying after %s", what, err)
                     continue
+                if not self._in_transaction:
+                    raise _as_connector_error(exc, what) from exc
                 if err is not None and err.txn_requires_abort():
                     self._abort_after(what, exc)
-                raise _as_connector_error(exc, what) from exc
+                else:
+                    self._replace_wedged(what)
+                msg = f"{what} failed, the transaction is lost: {exc}"
+                raise OutputsLostError(msg) from exc
+
+    def _replace_wedged(self, what: str) -> None:
+        """Give up on the producer and its transaction: a new one with the same id fences it
+        and aborts what it left open."""
+        log.warning("%s: replacing the transactional producer", what)
+        with self._error_lock:
+            self._generation += 1
+            self._error = self._fatal = None
+        # the old producer may still be blocked inside a call on a helper thread: it is
+        # kept, not closed under that call
+        self._abandoned.append(self._producer)
+        self._in_transaction = False
+        self._producer = self._new_producer()
+        self._call(self._producer.init_transactions, "initialising transactions")
 
     def _abort_after(self, what: str, cause: BaseException) -> None:
         log.warning("%s failed, aborting the transaction: %s", what, cause)
         try:
             self._producer.abort_transaction(self.transaction_timeout_s)
         except KafkaException as exc:
-            raise _as_connector_error(exc, "aborting the transaction") from exc
+            log.warning("aborting the transaction failed too (%s): replacing the producer", exc)
+            self._replace_wedged("aborting the transaction")
         finally:
             self._in_transaction = False
         with self._error_lock:
@@ -441,8 +519,9 @@ class ConfluentSink:
             fatal, self._fatal = self._fatal, None
         if err is None:
             return
-        if self.transactional and fatal is not None:
-            # a transactional producer does not recover from a fatal error: keep failing
+        fenced = err.code() in _FENCED_CODES or (fatal is not None and fatal.code() in _FENCED_CODES)
+        if self.transactional and fenced:
+            # fenced is for good: keep failing
             with self._error_lock:
                 self._error, self._fatal = err, fatal
         if err.code() in _FENCED_CODES or (fatal is not None and fatal.code() in _FENCED_CODES):
@@ -450,12 +529,13 @@ class ConfluentSink:
             raise ProducerFencedError(msg)
         if self.transactional:
             if fatal is not None:
-                msg = f"the transactional producer failed: {fatal}"
-                raise ConnectorError(msg)
+                self._replace_wedged(f"the transactional producer failed ({fatal})")
+                msg = f"the transactional producer failed, its transaction is lost: {fatal}"
+                raise OutputsLostError(msg)
             if self._in_transaction:
                 self._abort_after("delivering a record", ConnectorError(err.str()))
             msg = f"a record was not delivered, the transaction was aborted: {err}"
-            raise ConnectorError(msg)
+            raise OutputsLostError(msg)
         if fatal is not None:
             log.warning("replacing the Kafka producer after a fatal error: %s", fatal)
             with self._error_lock:
@@ -488,12 +568,28 @@ class ConfluentSink:
         self._raise_pending()
         if self.transactional and not self._in_transaction:
             self._begin()
-        header_list = list(headers) if headers else None
+        self._produce(topic, value, key, list(headers) if headers else None)
+        self._served(1)
+
+    def send_many(self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]) -> None:
+        """``send`` of each value with its key, in order, without the per-record checks."""
+        self._raise_pending()
+        if self.transactional and not self._in_transaction:
+            self._begin()
+        produce = self._producer.produce
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key)
+            except (BufferError, KafkaException, TypeError, ValueError):
+                self._produce(topic, value, key, None)
+        self._served(len(values))
+
+    def _produce(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
         deadline: float | None = None
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=header_list)
-                break
+                self._producer.produce(topic, value, key, headers=headers)
+                return
             except BufferError:
                 # the local queue is full: serve delivery reports until it drains
                 now = time.monotonic()
@@ -504,8 +600,10 @@ class ConfluentSink:
                 self._producer.poll(0.05)
             except (KafkaException, TypeError, ValueError) as exc:
                 raise _as_connector_error(exc, f"sending to {topic!r} failed") from exc
+
+    def _served(self, sent: int) -> None:
         # serving delivery reports costs a call; every 64 sends keeps the queue short
-        self._unpolled += 1
+        self._unpolled += sent
         if self._unpolled >= 64:
             self._unpolled = 0
             self._producer.poll(0)

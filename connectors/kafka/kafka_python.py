@@ -213,13 +213,13 @@ class KafkaPythonSource:
             raise ConnectorError(msg) from exc
         records = [
             Record(
-                topic=r.topic,
-                partition=r.partition,
-                offset=r.offset,
-                value=r.value if r.value is not None else b"",
-                key=r.key,
-                timestamp_ms=r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None,
-                headers=tuple((name, value) for name, value in r.headers or ()),
+                r.topic,
+                r.partition,
+                r.offset,
+                r.value if r.value is not None else b"",
+                r.key,
+                r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None,
+                tuple((name, value) for name, value in r.headers) if r.headers else (),
             )
             for batch in batches.values()
             for r in batch

@@ -40,8 +40,8 @@ from typing import Any
 
 import msgspec
 
-from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition
-from connectors.exceptions import StaleFencingTokenError, StoreUnavailableError
+from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition, send_many
+from connectors.exceptions import OutputsLostError, StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
@@ -56,6 +56,8 @@ from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_sna
 logger = logging.getLogger(__name__)
 
 LearnerFactory = Callable[[], Learner]
+#: rewinds to the last snapshot after lost outputs, in a row, before the pipeline gives up
+MAX_REWINDS = 5
 
 
 @dataclass
@@ -68,20 +70,15 @@ class Counters:
     checkpoint_failures: int = 0
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A labelled row predicted but not yet learned: its micro-batch is not complete."""
+#: a labelled row predicted but not yet learned (its micro-batch is not complete):
+#: (features, label, the record it came from)
+_Pending = tuple[dict[str, Any], Any, Record]
 
-    x: dict[str, Any]
+
+class _Prediction(msgspec.Struct):
+    id: str
     y: Any
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-    def record(self) -> Record:
-        return Record(self.topic, self.partition, self.offset, self.value, self.key)
+    version: int
 
 
 class Pipeline:
@@ -147,6 +144,8 @@ class Pipeline:
         self._dirty = False
         self._outputs_open = False
         self._halted: str | None = None
+        #: rewinds after lost outputs since the last committed transaction
+        self._rewinds = 0
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
         #: recent inputs each newly published version is compared on with the one before it
@@ -182,7 +181,12 @@ class Pipeline:
         latest = self.store.load_latest(self.name)
         if latest is None:
             logger.info("pipeline=%s no snapshot, starting fresh", self.name)
-            self._plan_replay({})
+            self._start_fresh()
+            # outputs committed before any snapshot (a crash before the first one) are
+            # replayed from the start of those partitions, not skipped
+            ahead = self._plan_replay({})
+            if ahead:
+                self.source.seek(dict.fromkeys(ahead, 0))
             self.publish(force=True)
             return False
         version, blob = latest
@@ -213,7 +217,10 @@ class Pipeline:
             self.alert_manager.next_id = state["next_alert_id"]
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
-        self._pending = [_Pending(**p) for p in state["pending"]]
+        self._pending = [
+            (p["x"], p["y"], Record(p["topic"], p["partition"], p["offset"], p["value"], p["key"]))
+            for p in state["pending"]
+        ]
         self._batch_x = list(state["batch_x"])
         self._drifted = bool(state["drifted"])
         self.offsets = header.topic_offsets()
@@ -246,17 +253,34 @@ class Pipeline:
                 self.name, version, header.kernels, numeric_kernels(),
             )
 
-    def _plan_replay(self, snapshot_offsets: dict[TopicPartition, int]) -> None:
+    def _start_fresh(self) -> None:
+        self.learner = self._factory()
+        self.metrics = Prequential(self.settings.rolling_window)
+        self.monitor = self._new_monitor()
+        self.feature_monitors = self._new_feature_monitors()
+        self.offsets = {}
+        self.model_version = 0
+        self.alert_manager = AlertManager(self.name, rules_from(self.settings), clock=self._clock, wall_clock=self._wall)
+        self.counters = Counters()
+        self.snapshot_version = None
+        self.drift_points = []
+        self._pending = []
+        self._batch_x = []
+        self._drifted = False
+        self._last_checkpoint_events = 0
+
+    def _plan_replay(self, snapshot_offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """Outputs of records the committed transactions already cover are not sent again."""
         committed = getattr(self.source, "committed", None)
         if not self._transactional or not callable(committed):
-            return
+            return {}
         ahead = {
             tp: off for tp, off in committed().items() if off > snapshot_offsets.get(tp, 0)
         }
         if ahead:
             logger.info("pipeline=%s replaying silently up to the published offsets %s", self.name, ahead)
         self._replay_until = ahead
+        return ahead
 
     # ------------------------------------------------------------------- loop
 
@@ -266,18 +290,38 @@ class Pipeline:
         An error stops the loop with no checkpoint: the last good snapshot stays the truth.
         """
         stop = stop or threading.Event()
-        while not stop.is_set() and self._halted is None:
-            limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
-            if max_events is not None:
-                remaining = max_events - self.counters.events
-                if remaining <= 0:
-                    break
-                limit = min(limit, remaining)
-            self.step(limit)
-        if self._halted is not None:
-            raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
-        self._final_checkpoint()
+        while True:
+            try:
+                while not stop.is_set() and self._halted is None:
+                    limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
+                    if max_events is not None:
+                        remaining = max_events - self.counters.events
+                        if remaining <= 0:
+                            break
+                        limit = min(limit, remaining)
+                    self.step(limit)
+                if self._halted is not None:
+                    raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
+                self._final_checkpoint()
+                break
+            except OutputsLostError as exc:
+                self._rewinds += 1
+                if self._rewinds > MAX_REWINDS:
+                    raise PipelineError(f"pipeline {self.name!r}: outputs lost {self._rewinds} times in a row: {exc}") from exc
+                self._rewind(exc)
         self.publish(force=True)
+
+    def _rewind(self, exc: OutputsLostError) -> None:
+        """The open transaction's outputs are gone (the broker restarted under it): go back to
+        the last snapshot and replay, as a restarted worker would, in this process."""
+        logger.warning("pipeline=%s outputs of the open transaction lost (%s): back to the last snapshot", self.name, exc)
+        self._outputs_open = False
+        read = set(self.offsets)
+        self.restore()
+        # partitions first read after that snapshot are read again from their start
+        unread = {tp: 0 for tp in read if tp not in self.offsets}
+        if unread:
+            self.source.seek(unread)
 
     def _final_checkpoint(self) -> None:
         # a store that is down at the end is waited for, within bounds: stopping without
@@ -318,49 +362,66 @@ class Pipeline:
                 self._finish_batch()
 
     def _process_chunk(self, records: list[Record]) -> None:
-        events: list[Event] = []
-        origin: list[Record] = []
-        for rec, ev in zip(records, decode_events([r.value for r in records], self.settings.max_event_bytes), strict=True):
-            if type(ev) is Event:
-                events.append(ev)
-                origin.append(rec)
-            else:
-                self.dead_letter(rec, ev.reason)
+        # per-event work is done a chunk at a time (decode, publish, score, monitor): the
+        # event path should cost little beside the learner
+        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes)
+        if all(type(ev) is Event for ev in decoded):
+            events, origin = decoded, records
+        else:
+            events, origin = [], []
+            for rec, ev in zip(records, decoded, strict=True):
+                if type(ev) is Event:
+                    events.append(ev)
+                    origin.append(rec)
+                else:
+                    self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
         if self.settings.churn_probe_size:
             self._probe.extend([ev.x for ev in events])
-        first_index = self.counters.events
-        publish = self.settings.publish_predictions
-        topic, version, encode, send = self.settings.predictions_topic, self.model_version, _ENCODER.encode, self._send
-        replay = bool(self._replay_until)
-        update_metrics, update_monitor, pending = self.metrics.update, self.monitor.update, self._pending
-        labelled = 0
-        for i, (ev, rec, pred) in enumerate(zip(events, origin, y_pred, strict=True)):
-            if publish and not (replay and self._replaying(rec)):
-                send(topic, encode({"id": ev.id, "y": pred, "version": version}), rec.key)
-            y = ev.y
-            if y is None:
-                continue
-            labelled += 1
-            update_metrics(y, pred)
-            found = update_monitor(0.0 if pred == y else 1.0, first_index + i)
-            if found is not None:
+        if self.settings.publish_predictions and events:
+            self._publish_predictions(events, origin, y_pred)
+        first = self.counters.events
+        ys = [ev.y for ev in events]
+        if None in ys:
+            keep = [i for i, y in enumerate(ys) if y is not None]
+            ys, preds, indexes = [ys[i] for i in keep], [y_pred[i] for i in keep], [first + i for i in keep]
+            labelled, lab_origin = [events[i] for i in keep], [origin[i] for i in keep]
+        else:
+            preds, indexes, labelled, lab_origin = y_pred, range(first, first + len(events)), events, origin
+        if ys:
+            self.metrics.update_many(ys, preds)
+            losses = [0.0 if p == y else 1.0 for y, p in zip(ys, preds, strict=True)]
+            for at, found in self.monitor.update_many(losses, indexes):
                 # a warning is for people; only a firing tells the learner to react
                 self._drifted = self._drifted or found.kind == "drift"
-                self._raise_alert(found, ev, rec)
-            pending.append(_Pending(ev.x, y, rec.topic, rec.partition, rec.offset, rec.key, rec.value))
-        self.counters.labelled += labelled
+                self._raise_alert(found, labelled[at], lab_origin[at])
+            self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin, strict=True))
+        self.counters.labelled += len(labelled)
         if self.feature_monitors:
-            self._watch_inputs(events, origin, first_index)
+            self._watch_inputs(events, origin, first)
         if self.alert_manager.open:
             error = 1.0 - self.metrics.summary()["rolling_accuracy"]
-            self._emit(self.alert_manager.on_progress(first_index + len(events), error), origin[-1] if origin else None)
+            self._emit(self.alert_manager.on_progress(first + len(events), error), origin[-1] if origin else None)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
         self.counters.records += len(records)
+        offsets = self.offsets
         for rec in records:
-            self.offsets[(rec.topic, rec.partition)] = rec.offset + 1
+            offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        if self._replay_until:
+            self._replay_until = {tp: until for tp, until in self._replay_until.items() if offsets.get(tp, 0) < until}
         self._dirty = True
+
+    def _publish_predictions(self, events: list[Event], origin: list[Record], y_pred: list[Any]) -> None:
+        if self._replay_until:
+            kept = [i for i, rec in enumerate(origin) if not self._replaying(rec)]
+            events, origin, y_pred = [events[i] for i in kept], [origin[i] for i in kept], [y_pred[i] for i in kept]
+            if not events:
+                return
+        encode, version = _ENCODER.encode, self.model_version
+        values = [encode(_Prediction(ev.id, y, version)) for ev, y in zip(events, y_pred, strict=True)]
+        send_many(self.sink, self.settings.predictions_topic, values, [rec.key for rec in origin])
+        self._outputs_open = True
 
     def _finish_batch(self) -> None:
         pending, self._pending = self._pending, []
@@ -378,7 +439,7 @@ class Pipeline:
         # learners check a whole batch before learning any of it, so after a refusal the
         # events can be learned one by one and only the offending ones dead-lettered
         try:
-            self.learner.learn_many([r.x for r in rows], [r.y for r in rows])
+            self.learner.learn_many([x for x, _, _ in rows], [y for _, y, _ in rows])
             return
         except LearnerError:
             pass
@@ -386,11 +447,11 @@ class Pipeline:
             # the learner may have learned part of the batch: its state is no longer one
             # the stream explains, so stop before any of it reaches a snapshot
             raise PipelineError(f"pipeline {self.name!r}: learning failed: {exc!r}; stopped without a checkpoint") from exc
-        for r in rows:
+        for x, y, rec in rows:
             try:
-                self.learner.learn_many([r.x], [r.y])
+                self.learner.learn_many([x], [y])
             except LearnerError as exc:
-                self.dead_letter(r.record(), f"learner could not learn the event: {exc}", "learner_refused")
+                self.dead_letter(rec, f"learner could not learn the event: {exc}", "learner_refused")
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
         # A learner may read a row's context from the rows before it in the same call (the
@@ -428,12 +489,7 @@ class Pipeline:
 
     def _replaying(self, rec: Record) -> bool:
         until = self._replay_until.get((rec.topic, rec.partition))
-        if until is None:
-            return False
-        if rec.offset < until:
-            return True
-        del self._replay_until[(rec.topic, rec.partition)]
-        return False
+        return until is not None and rec.offset < until
 
     def _send(self, topic: str, value: bytes, key: bytes | None) -> None:
         self.sink.send(topic, value, key=key)
@@ -504,6 +560,7 @@ class Pipeline:
     def _commit_outputs(self) -> None:
         """Commit the open transaction: the outputs so far with the offsets they cover."""
         self.sink.commit_transaction(dict(self.offsets), self.source)
+        self._rewinds = 0
         self._outputs_open = False
         self._last_commit_at = self._clock()
 
@@ -518,8 +575,8 @@ class Pipeline:
             "drift_points": list(self.drift_points),
             "counters": dict(self.counters.__dict__),
             "pending": [
-                {"x": p.x, "y": p.y, "topic": p.topic, "partition": p.partition, "offset": p.offset, "key": p.key, "value": p.value}
-                for p in self._pending
+                {"x": x, "y": y, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key, "value": r.value}
+                for x, y, r in self._pending
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),

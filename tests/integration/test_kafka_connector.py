@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import connectors.kafka._common as kafka_common
-from connectors.base import Record, Sink, Source, TransactionalSink
+from connectors.base import Record, Sink, Source, TransactionalSink, send_many
 from connectors.exceptions import ConnectorError, ProducerFencedError
 from connectors.kafka import CLIENTS, KafkaAdmin, open_sink, open_source
 
@@ -236,16 +236,40 @@ def test_a_rejected_record_is_reported_at_flush_and_the_sink_recovers(
     assert [r.value for r in _poll_until(source, 1)] == [b"small"]
 
 
+def test_send_many_keeps_order_and_keys(
+    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable
+) -> None:
+    topic = topic_factory(partitions=2)
+    values = [f"v{i}".encode() for i in range(400)]
+    keys = [None if i % 7 == 0 else f"k{i % 5}".encode() for i in range(400)]
+    sink = closing(open_sink(client, kafka_bootstrap))
+    send_many(sink, topic, values[:150], keys[:150])
+    send_many(sink, topic, values[150:], keys[150:])
+    sink.flush(timeout_s=30)
+    source = closing(open_source(client, kafka_bootstrap, [topic], f"g-{topic}"))
+    got = _poll_until(source, 400)
+    assert sorted((r.value, r.key) for r in got) == sorted(zip(values, keys, strict=True))
+    for p in range(2):
+        mine = [int(r.value[1:]) for r in sorted(got, key=lambda r: r.offset) if r.partition == p]
+        assert mine == sorted(mine)
+
+
+@pytest.mark.parametrize("batched", [False, True])
 def test_a_full_confluent_queue_is_waited_out_not_lost(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable
+    batched: bool, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable
 ) -> None:
     topic = topic_factory(partitions=1)
     # a queue of 5 overflows (BufferError inside the client) many times over 500 sends
     sink = closing(
         open_sink("confluent", kafka_bootstrap, options={"queue.buffering.max.messages": 5, "linger.ms": 20})
     )
-    for i in range(500):
-        sink.send(topic, str(i).encode())
+    if batched:
+        for lo in range(0, 500, 64):
+            chunk = [str(i).encode() for i in range(lo, min(lo + 64, 500))]
+            sink.send_many(topic, chunk, [None] * len(chunk))
+    else:
+        for i in range(500):
+            sink.send(topic, str(i).encode())
     sink.flush(timeout_s=30)
     source = closing(open_source("confluent", kafka_bootstrap, topic, f"g-{topic}"))
     assert [r.value for r in _poll_until(source, 500, max_records=500)] == [

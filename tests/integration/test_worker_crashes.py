@@ -268,3 +268,39 @@ def test_a_ten_second_redis_outage_mid_stream_changes_nothing(tmp_path, kafka_bo
         worker.kill()
         redis_proc.terminate()
         store.close()
+
+
+def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique_name):
+    """The broker SIGKILLed under an open transaction and started again on its data."""
+    from connectors import services
+
+    learner, n, every = "driftmoe", 40_000, 10_000
+    state_dir = tmp_path / "kafka-state"
+    kafka = services.up_kafka(state_dir)
+    try:
+        topic = unique_name("restart")
+        _seed_topic(kafka, "confluent", topic, n, 17)
+        store = RedisStore(redis_url)
+        name = unique_name("restart")
+        log = tmp_path / "worker.log"
+        env = _env(kafka, redis_url, "confluent", learner, name, topic, every)
+        worker = _worker(env, n, log)
+        try:
+            _wait(lambda: _events_seen(store, name) >= every, 300, "a first snapshot", worker, log)
+            assert services.restart_kafka(state_dir, kill=True, down_s=3.0) == kafka
+            assert worker.wait(600) == 0, log.read_text()[-3000:]
+        finally:
+            worker.kill()
+        header, restarted = open_snapshot(store.load_latest(name)[1], KEY.encode())
+        assert header.events_seen == n
+        straight = unique_name("no-restart")
+        ref = _worker(_env(kafka, redis_url, "confluent", learner, straight, topic, every), n, tmp_path / "ref.log")
+        assert ref.wait(600) == 0, (tmp_path / "ref.log").read_text()[-3000:]
+        _, b = open_snapshot(store.load_latest(straight)[1], KEY.encode())
+        # exact: the same learner on the same micro-batches, in processes on one machine
+        checks.assert_state_equal(restarted["learner"], b["learner"])
+        ids = _read_committed_ids(kafka, "confluent", f"{name}-predictions", n)
+        assert len(ids) == n and len(set(ids)) == n
+        store.close()
+    finally:
+        services.down(state_dir)

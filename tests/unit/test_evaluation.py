@@ -35,3 +35,20 @@ def test_empty_is_zero():
     assert Prequential().summary() == {
         "labelled": 0.0, "accuracy": 0.0, "kappa": 0.0, "rolling_accuracy": 0.0, "rolling_kappa": 0.0
     }
+
+
+@pytest.mark.parametrize("window", [10, 700])
+def test_update_many_equals_update_on_each_pair(window):
+    rng = random.Random(5)
+    ys = [rng.choice("abc") for _ in range(5000)]
+    ps = [rng.choice("abcd") for _ in range(5000)]
+    one, many = Prequential(window), Prequential(window)
+    for y, p in zip(ys, ps, strict=True):
+        one.update(y, p)
+    i = 0
+    while i < len(ys):
+        k = rng.randint(1, 900)
+        many.update_many(ys[i : i + k], ps[i : i + k])
+        i += k
+    assert many.state_dict() == one.state_dict()
+    assert many.summary() == one.summary()  # exact: the same integer counts in the same formulas

@@ -96,3 +96,27 @@ def test_a_monitor_of_other_settings_refuses_the_state():
 def test_configuration_errors_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         LossMonitor(**kwargs)
+
+
+def _chop(n: int, seed: int) -> list[tuple[int, int]]:
+    rng, out, i = random.Random(seed), [], 0
+    while i < n:
+        k = min(rng.randint(1, 300), n - i)
+        out.append((i, i + k))
+        i += k
+    return out
+
+
+@pytest.mark.parametrize("detector", ["adwin", "page_hinkley", "ddm"])
+@pytest.mark.parametrize("direction", ["increase", "both"])
+def test_update_many_is_update_on_each_loss_however_the_stream_is_chopped(detector, direction):
+    rng = random.Random(7)
+    losses = [float(rng.random() < (0.1 if (i // 3000) % 2 == 0 else 0.5)) for i in range(15_000)]
+    one = LossMonitor(detector, direction=direction)
+    expected = [(i, d) for i, x in enumerate(losses) if (d := one.update(x, i)) is not None]
+    many = LossMonitor(detector, direction=direction)
+    got = []
+    for lo, hi in _chop(len(losses), seed=3):
+        got += [(lo + at, d) for at, d in many.update_many(losses[lo:hi], range(lo, hi))]
+    assert expected and got == expected
+    assert many.state_dict() == one.state_dict()

@@ -10,6 +10,7 @@ import random
 import pytest
 
 from connectors.directory import DirectoryStore
+from connectors.exceptions import OutputsLostError
 from connectors.memory import InMemoryLog
 from learners import checks
 from learners.registry import make_learner
@@ -325,6 +326,92 @@ def test_transactional_outputs_reach_readers_once_across_a_crash(tmp_path):
         return [(a["id"], a["revision"], a["state"], a["count"], a["last_event_index"]) for a in _topic(log, "alerts")]
 
     assert lifecycle(log) and lifecycle(log) == lifecycle(straight_log)
+
+
+class LosingSink(TransactionalMemorySink):
+    """Loses the open transaction at the chosen commits, as a restarted broker does."""
+
+    def __init__(self, log: InMemoryLog, lose_at: set[int]):
+        super().__init__(log)
+        self.lose_at = lose_at
+        self.attempts = 0
+
+    def commit_transaction(self, offsets, source):
+        self.attempts += 1
+        if self.attempts in self.lose_at:
+            self._open = []
+            raise OutputsLostError(f"commit {self.attempts} lost")
+        super().commit_transaction(offsets, source)
+
+
+def _straight(tmp_path, events: list[Event], learner: str = TREE) -> tuple[Pipeline, InMemoryLog]:
+    log = InMemoryLog()
+    _feed(log, events)
+    pipe = _pipeline(log, DirectoryStore(tmp_path / "straight"), learner=learner)
+    pipe.run(max_events=len(events))
+    return pipe, log
+
+
+@pytest.mark.parametrize("learner", LEARNERS)
+def test_lost_outputs_rewind_to_the_last_snapshot_in_process(tmp_path, learner):
+    events = _events(3000)
+    log = InMemoryLog()
+    _feed(log, events)
+    sink = LosingSink(log, lose_at={2, 3, 6})
+    pipe = _pipeline(
+        log, DirectoryStore(tmp_path), learner=learner, checkpoint_every_events=500,
+        source=_CommittedSource(log, log.consumer(["events"], "g")), sink=sink,
+    )
+    pipe.restore()
+    pipe.run(max_events=3000)
+    assert sink.attempts > sink.commits >= 6
+    assert [p["id"] for p in _topic(log, "predictions")] == [e.id for e in events]
+    straight, straight_log = _straight(tmp_path, events, learner)
+    _assert_same(_final(straight), _final(pipe))
+    alerts = [a["event_index"] for a in _topic(log, "alerts")]
+    assert alerts and alerts == [a["event_index"] for a in _topic(straight_log, "alerts")]
+    def history(p):
+        return [(a.id, a.kind, a.state, a.count) for a in p.alerts.since()]
+
+    assert history(pipe) == history(straight)
+
+
+def test_outputs_lost_again_and_again_stop_the_pipeline(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(2000))
+    pipe = _pipeline(
+        log, DirectoryStore(tmp_path), checkpoint_every_events=500,
+        source=_CommittedSource(log, log.consumer(["events"], "g")), sink=LosingSink(log, lose_at=set(range(2, 100))),
+    )
+    pipe.restore()
+    with pytest.raises(PipelineError, match="outputs lost 6 times in a row"):
+        pipe.run(max_events=2000)
+
+
+def test_a_crash_before_the_first_snapshot_replays_from_the_start(tmp_path):
+    events = _events(2000)
+    log = InMemoryLog()
+    _feed(log, events)
+    store = DirectoryStore(tmp_path)
+
+    def build():
+        return _pipeline(
+            log, store, checkpoint_every_events=10**6,
+            source=_CommittedSource(log, log.consumer(["events"], "g")), sink=TransactionalMemorySink(log),
+        )
+
+    first = build()
+    first.restore()
+    while first.counters.events < 700:
+        first.step(64 - first.counters.records % 64)
+    first._commit_outputs()  # outputs and offsets committed; no snapshot yet; then a crash
+    assert store.load_latest("t") is None and log.committed("g") == {("events", 0): 704}
+    second = build()
+    second.restore()
+    second.run(max_events=2000)
+    assert [p["id"] for p in _topic(log, "predictions")] == [e.id for e in events]
+    straight, _ = _straight(tmp_path, events)
+    _assert_same(_final(straight), _final(second))
 
 
 def test_a_restore_on_other_kernels_is_allowed_and_logged(tmp_path, caplog, monkeypatch):
