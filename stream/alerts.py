@@ -18,6 +18,7 @@ up learning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -460,10 +461,9 @@ class _Outbox:
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued within ``timeout``, then stop."""
-        try:
+        # a sender stuck on a dead receiver with a full queue: stop it, what is queued is lost (logged)
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass  # the sender is stuck on a dead receiver: stop it, its queue is lost (logged)
         self._thread.join(timeout)
         self._stop.set()
         if self._thread.is_alive():
