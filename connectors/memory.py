@@ -271,6 +271,11 @@ class MemorySource:
         with self._log._lock:
             return self._assigned_locked()
 
+    def caught_up(self, timeout_s: float = 5.0) -> bool:
+        """True when every partition of the source's topics has been read to its end."""
+        with self._log._lock:
+            return not self._available_locked()
+
     def position(self, tp: TopicPartition) -> int:
         """The next offset this consumer will read from ``tp``."""
         with self._log._lock:

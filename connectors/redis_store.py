@@ -322,3 +322,36 @@ class RedisLease:
 
     def close(self) -> None:
         self._r.close()
+
+
+class RedisRoster:
+    """The live worker processes sharing one set of pipelines: a key per process, with a TTL.
+
+    ``beat`` refreshes this process's key; a process that stops beating drops out after
+    ``ttl_ms``. ``members`` lists the keys alive now (SCAN, so a big keyspace is not
+    blocked). ``group`` names the set of pipelines, so processes of other configs are not
+    counted.
+    """
+
+    def __init__(self, url: str, group: str, *, ttl_ms: int = 10_000, namespace: str = "driftline", member: str | None = None) -> None:
+        self.url = url
+        self.ttl_ms = ttl_ms
+        self.member = member or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self._prefix = f"{namespace}:roster:{group}:"
+        self._r = _connect(url)
+
+    def beat(self) -> None:
+        with _unavailable_as(self.url):
+            self._r.set(self._prefix + self.member, b"1", px=self.ttl_ms)
+
+    def members(self) -> list[str]:
+        with _unavailable_as(self.url):
+            keys = list(self._r.scan_iter(match=self._prefix + "*", count=1000))
+        return sorted(k.decode()[len(self._prefix) :] for k in keys)
+
+    def leave(self) -> None:
+        with _unavailable_as(self.url):
+            self._r.delete(self._prefix + self.member)
+
+    def close(self) -> None:
+        self._r.close()

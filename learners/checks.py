@@ -61,6 +61,23 @@ def seeded_stream(n: int = 400, seed: int = 42) -> list[Event]:
     return out
 
 
+def seeded_regression_stream(n: int = 400, seed: int = 42) -> list[Event]:
+    """The same features as ``seeded_stream``, a linear target with seeded noise."""
+    rng = random.Random(seed)
+    out: list[Event] = []
+    for _ in range(n):
+        x = {f"f{i}": round(rng.uniform(0.0, 10.0), 4) for i in range(3)}
+        out.append((x, round(2.0 * x["f0"] - x["f1"] + 0.5 * x["f2"] + rng.gauss(0.0, 0.5), 4)))
+    return out
+
+
+def stream_for(learner: Learner, n: int = 400, seed: int = 42) -> list[Event]:
+    """The seeded stream that fits the learner's task."""
+    if getattr(learner, "task", "classification") == "regression":
+        return seeded_regression_stream(n, seed)
+    return seeded_stream(n, seed)
+
+
 def probe_rows(stream: Sequence[Event], n: int = 20) -> list[dict[str, Any]]:
     """Rows to predict on: from the stream, plus one with an unseen feature and one missing one."""
     rows = [dict(x) for x, _ in stream[:n]]
@@ -428,11 +445,38 @@ _CHECKS: tuple[Check, ...] = (
 )
 
 
+def check_regressor_predicts_finite_numbers(factory: Factory, stream: list[Event]) -> None:
+    learner = factory()
+    if getattr(learner, "task", "classification") != "regression":
+        return
+    rows = probe_rows(stream)
+    before = learner.predict_many(rows)
+    assert all(isinstance(p, float) and math.isfinite(p) for p in before), f"before learning: {before[:3]!r}"
+    _learn(learner, stream[:300])
+    preds = learner.predict_many(rows)
+    assert all(isinstance(p, float) and math.isfinite(p) for p in preds), f"after learning: {preds[:3]!r}"
+    assert learner.predict_proba_many(rows) == [{} for _ in rows], "a regressor has no class probabilities"
+    # it learned something: its error on the stream is below the spread of the target
+    ys = [y for _, y in stream[:20]]
+    mean = sum(ys) / len(ys)
+    mae = sum(abs(p - y) for p, y in zip(preds[:20], ys, strict=True)) / len(ys)
+    spread = sum(abs(y - mean) for y in ys) / len(ys)
+    assert mae < spread, f"mean absolute error {mae:.3f} is not below the target's spread {spread:.3f}"
+    for bad in ("a", True, float("nan")):
+        _expect_invalid(lambda b=bad: learner.learn_many([stream[0][0]], [b]), "y", f"learn_many with the target {bad!r}")
+
+
+_CHECKS = (*_CHECKS, check_regressor_predicts_finite_numbers)
+#: checks about classes, which a regressor has none of
+CLASSIFICATION_ONLY = frozenset({"check_new_class_mid_stream"})
+
+
 def yield_checks(learner_factory: Factory) -> Iterator[Check]:
     """The checks that apply to the learners ``learner_factory`` builds.
 
     A learner that cannot be built gets every check, so that each fails loudly rather than
-    the learner being skipped.
+    the learner being skipped. A regressor (``task == "regression"``) skips the checks about
+    classes; run it on ``stream_for(learner)``.
     """
     skips: set[str] = set()
     try:
@@ -443,6 +487,8 @@ def yield_checks(learner_factory: Factory) -> Iterator[Check]:
         opt_out = getattr(learner, "_unit_test_skips", None)
         if callable(opt_out):
             skips = set(opt_out())
+        if getattr(learner, "task", "classification") == "regression":
+            skips |= CLASSIFICATION_ONLY
     for check in _CHECKS:
         if check.__name__ not in skips:
             yield check

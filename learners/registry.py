@@ -1,7 +1,8 @@
 """Build learners by name from an allow-list: configuration never carries code or pickles.
 
 Names:
-- ``river:<module>.<Class>`` for the River classifiers in ``RIVER_ALLOW_LIST``;
+- ``river:<module>.<Class>`` for the River classifiers in ``RIVER_ALLOW_LIST`` and the
+  River regressors in ``RIVER_REGRESSORS``;
 - ``driftmoe`` (neural experts, the service's default), ``driftmoe-ht-data`` and
   ``driftmoe-ht-task`` (Hoeffding-tree experts, as published).
 """
@@ -45,14 +46,42 @@ RIVER_ALLOW_LIST: frozenset[str] = frozenset(
 )
 
 
+#: River regressors that may be named in configuration (a pipeline of task "regression")
+RIVER_REGRESSORS: frozenset[str] = frozenset(
+    {"linear_model.LinearRegression", "tree.HoeffdingTreeRegressor", "forest.ARFRegressor"}
+)
+
+
 def available() -> list[str]:
     """Every name ``make_learner`` accepts."""
-    return sorted(NATIVE) + sorted(f"river:{n}" for n in RIVER_ALLOW_LIST)
+    return sorted(NATIVE) + sorted(f"river:{n}" for n in RIVER_ALLOW_LIST | RIVER_REGRESSORS)
+
+
+def task_of(name: str) -> str | None:
+    """``"classification"`` or ``"regression"`` for a learner name, None for an unknown one."""
+    if name in NATIVE or (name.startswith("river:") and name.removeprefix("river:") in RIVER_ALLOW_LIST):
+        return "classification"
+    if name.startswith("river:") and name.removeprefix("river:") in RIVER_REGRESSORS:
+        return "regression"
+    return None
+
+
+def learner_class(name: str) -> type:
+    """The class whose constructor takes the learner's parameters (for validating them)."""
+    if name.startswith("river:"):
+        module_name, cls_name = name.removeprefix("river:").rsplit(".", 1)
+        return getattr(importlib.import_module(f"river.{module_name}"), cls_name)
+    module_name, cls_name = NATIVE[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
 
 
 def make_learner(name: str, params: Mapping[str, Any] | None = None, seed: int = 0) -> Learner:
     """Build the learner called ``name`` with ``params``; ``seed`` seeds it where it takes one."""
     params = dict(params or {})
+    if name.startswith("river:") and name.removeprefix("river:") in RIVER_REGRESSORS:
+        from learners.river_adapter import RiverRegressor
+
+        return RiverRegressor(name.removeprefix("river:"), params=params, seed=seed)
     if name.startswith("river:"):
         from learners.river_adapter import RiverClassifier
 

@@ -46,31 +46,24 @@ def _json_arg(text: str) -> dict[str, Any]:
     return value
 
 
-def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--pipeline", help="pipeline (model) name [default]")
-    p.add_argument("--learner", help="learner name, see `driftline learners` [driftmoe]")
-    p.add_argument("--learner-params", type=_json_arg, help="learner parameters as a JSON object")
-    p.add_argument("--seed", type=int, help="seed for the learner and the synthetic stream [0]")
-    p.add_argument("--batch-size", type=int, help="micro-batch size [256]")
-    p.add_argument("--detector", help="drift detector: adwin, ddm, eddm, page_hinkley, kswin, hddm_a, hddm_w [adwin]")
-    p.add_argument("--host", dest="http_host", help="HTTP address [127.0.0.1]")
-    p.add_argument("--port", dest="http_port", type=int, help="HTTP port, 0 for any free one [8000]")
+#: the pipeline settings that have flags (the rest: environment, or a --config file)
+PIPELINE_FLAGS = ("pipeline", "task", "learner", "learner_params", "seed", "batch_size", "detector")
+_FLAG_ALIASES = {"http_host": "--host", "http_port": "--port"}
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser, *, process: bool = False) -> None:
+    """Flags generated from the settings' own definitions (stream.settings.add_flags)."""
+    from stream.settings import PROCESS_FIELDS, add_flags
+
+    names = list(PIPELINE_FLAGS) + (list(PROCESS_FIELDS) if process else ["http_host", "http_port"])
+    add_flags(p, names, aliases=_FLAG_ALIASES)
     p.add_argument("--no-http", action="store_true", help="do not start the HTTP API")
     p.add_argument("--summary-json", type=Path, help="write the run's outcome as JSON to this path")
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    return load_settings(
-        pipeline=args.pipeline,
-        learner=args.learner,
-        learner_params=args.learner_params,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        detector=args.detector,
-        http_host=args.http_host,
-        http_port=args.http_port,
-        **extra,
-    )
+    given = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return load_settings(**given, **extra)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,9 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     worker = sub.add_parser("worker", help="learn from Kafka, snapshot to Redis, serve HTTP (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)")
-    _add_pipeline_args(worker)
-    worker.add_argument("--events", type=int, help="stop after this many events")
+    worker.add_argument("--config", type=Path, help="a YAML file of pipelines (see README, 'Pipelines from a file'); its pipelines are shared by every worker given the same file")
+    _add_pipeline_args(worker, process=True)
+    worker.add_argument("--events", type=int, help="stop after this many events (each pipeline)")
     worker.set_defaults(func=cmd_worker)
+
+    check = sub.add_parser("check-config", help="validate a pipelines file without starting anything")
+    check.add_argument("file", type=Path, help="the YAML file")
+    check.set_defaults(func=cmd_check_config)
 
     serve = sub.add_parser("serve", help="a read replica: serve pipelines' latest snapshots from Redis over HTTP, learning nothing (REDIS_URL, DRIFTLINE_SNAPSHOT_KEY)")
     serve.add_argument("--pipelines", required=True, help="comma-separated pipeline names to serve, e.g. a,b")
@@ -157,10 +155,76 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_loop(embedded.pipeline, settings, args, embedded.feeder, log=embedded.log)
 
 
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from stream.settings import load_pipelines
+
+    pipelines = load_pipelines(args.file)
+    console.print(f"{args.file}: {len(pipelines)} pipeline(s), valid")
+    for _spec, s in pipelines:
+        labels = f"labels {s.labels_topic} (ttl {s.label_ttl_events} events / {s.label_ttl_s:g} s, on expiry {s.label_on_expiry})" if s.labels_topic else "inline labels"
+        console.print(
+            f"  {s.pipeline}: {s.task} · {s.learner} {json.dumps(s.learner_params) if s.learner_params else ''}· "
+            f"{s.events_topic} -> {s.predictions_topic}, {s.alerts_topic}, {s.dead_letter_topic} · {labels} · "
+            f"{s.detector} · checkpoint every {s.checkpoint_every_events} events / {s.checkpoint_every_s:g} s"
+        )
+    return 0
+
+
+def cmd_worker_config(args: argparse.Namespace) -> int:
+    """Every pipeline of the file, in this process, sharing them with other workers by lease."""
+    from stream.runtime.fleet import Fleet, close_pipeline
+    from stream.service import build_fleet_parts, prepare_kafka
+    from stream.settings import PROCESS_FIELDS, load_pipelines, load_process
+
+    process = load_process(**{k: getattr(args, k) for k in PROCESS_FIELDS})
+    pipelines = [s for _spec, s in load_pipelines(args.config, process)]
+    for s in pipelines:
+        prepare_kafka(s)
+    stop = _stop_on_signals()
+    parts = build_fleet_parts(pipelines, process)
+    fleet = Fleet(
+        pipelines, open_lease=parts.open_lease, build=parts.build, finished=lambda s: parts.finished(s, args.events),
+        roster=parts.roster, stop=stop, max_events=args.events,
+        on_change=lambda name, what: console.print(f"pipeline {name}: {what}"),
+    )
+    server = None
+    if not args.no_http:
+        server = parts.serve(fleet)
+        console.print(f"HTTP API on http://{server.host}:{server.port}  (GET /healthz, /v1/models; POST /v1/models/<name>/predict)")
+    console.print(f"{len(pipelines)} pipeline(s) from {args.config}: {', '.join(s.pipeline for s in pipelines)} · worker {parts.roster.member}")
+    started = time.monotonic()
+    try:
+        status = fleet.run()
+    finally:
+        if server is not None:
+            server.stop()
+        parts.alerts.close()
+    elapsed = time.monotonic() - started
+    summary = {}
+    for slot in fleet.slots:
+        p = slot.pipeline
+        if p is None:
+            continue
+        summary[slot.name] = {
+            "state": slot.state, "runs": slot.runs, "error": slot.error, "events": p.counters.events,
+            "metrics": p.metrics.summary(), "join": dict(p.join.counts.__dict__) if p.join is not None else None,
+            "snapshot_version": p.snapshot_version,
+        }
+        console.print(f"  {slot.name}: {slot.state} · {p.counters.events:,} events · snapshot v{p.snapshot_version}" + (f" · {slot.error}" if slot.error else ""))
+        close_pipeline(p)
+    console.print(f"final: {elapsed:.1f}s")
+    if args.summary_json:
+        args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_json.write_text(json.dumps({"pipelines": summary, "seconds": round(elapsed, 3)}, indent=2, default=str))
+    return status
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from stream.runtime.worker import run_leased, wait_for_lease
     from stream.service import build_worker, open_lease, prepare_kafka
 
+    if args.config is not None:
+        return cmd_worker_config(args)
     settings = _settings(args)
     prepare_kafka(settings)
     stop = _stop_on_signals()
@@ -223,7 +287,7 @@ def _run_loop(
     from stream.ui import StatusLine
 
     def snapshot() -> dict[str, Any]:
-        m = pipeline.metrics.summary()
+        m = _headline(pipeline.metrics.summary())
         c = pipeline.counters
         return {
             "pipeline": pipeline.name,
@@ -262,7 +326,7 @@ def _run_loop(
             server.stop()
         pipeline.alerts.close()
     elapsed = time.monotonic() - started
-    m = pipeline.metrics.summary()
+    m = _headline(pipeline.metrics.summary())
     c = pipeline.counters
     console.print(
         f"final: {c.events:,} events in {elapsed:.1f}s ({c.events / max(elapsed, 1e-9):,.0f}/s) · "
@@ -285,6 +349,13 @@ def _run_loop(
         args.summary_json.parent.mkdir(parents=True, exist_ok=True)
         args.summary_json.write_text(json.dumps(summary, indent=2))
     return 0
+
+
+def _headline(m: dict[str, float]) -> dict[str, float]:
+    """The status line's three numbers; a regression pipeline shows R² and MAE in their places."""
+    if "accuracy" in m:
+        return m
+    return {**m, "accuracy": m["r2"], "kappa": m["mae"], "rolling_accuracy": m["rolling_r2"]}
 
 
 def cmd_services(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from stream.exceptions import ConfigError
@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     )
 
     pipeline: str = Field("default", description="Pipeline (and model) name; one pipeline = one model.")
+    task: str = Field("classification", description="'classification' or 'regression' (a River regressor; MAE, RMSE, R²).")
     learner: str = Field("driftmoe", description="Learner name, see `driftline learners`.")
     learner_params: dict[str, Any] = Field(default_factory=dict, description="Learner parameters (JSON).")
     seed: int = Field(0, description="Seed for the learner and the synthetic stream.")
@@ -58,6 +59,12 @@ class Settings(BaseSettings):
     churn_probe_size: int = Field(256, ge=0, le=10_000, description="Recent events each published version is compared on (0: no churn).")
 
     events_topic: str = "events"
+    label_ttl_events: int = Field(10_000, ge=1, description="A served event waits for its label this many events...")
+    label_ttl_s: float = Field(86_400.0, gt=0, description="...or this many seconds of stream time (record timestamps), whichever is first.")
+    label_delay_ms: int = Field(1_000, ge=0, description="A label is applied once the events' stream time passes its own timestamp plus this delay (the deterministic merge rule).")
+    label_on_expiry: str = Field("drop", description="An event whose label never came: 'drop' it, or 'learn_default' (learn it with label_default).")
+    label_default: bool | int | float | str | None = Field(None, description="The label learned for an expired event with label_on_expiry=learn_default.")
+    label_remember: int = Field(100_000, ge=0, description="Ids of joined and expired events kept to tell a late or duplicate label from an unknown one.")
     predictions_topic: str = "predictions"
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "dead-letter"
@@ -90,24 +97,33 @@ class Settings(BaseSettings):
         None, description="Comma-separated API keys for write routes (POST .../labels), sent as `Authorization: Bearer <key>`; unset: writes are refused."
     )
     api_open_reads: bool = Field(True, description="Reads (GET routes and predictions) without an API key; false: they need one too.")
-    labels_topic: str = Field("labels", description="Topic that POST /v1/models/{name}/labels forwards labels to.")
+    labels_topic: str | None = Field("labels", description="Topic of labels {id, y} for events served earlier, joined to them by id; POST /v1/models/{name}/labels forwards there. Empty: labels come inline only.")
+    api_process: bool = Field(False, description="Serve a learning process's HTTP API from a child process, so requests never contend with learning for the interpreter lock.")
     replica_poll_s: float = Field(2.0, gt=0, le=300, description="Replica: check Redis for a newer snapshot this often when no PUBLISH arrives.")
 
-    @field_validator("pipeline", "events_topic", "predictions_topic", "alerts_topic", "dead_letter_topic", "labels_topic")
+    @field_validator("labels_topic", mode="before")
     @classmethod
-    def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
+    def _no_labels(cls, v: Any) -> Any:
+        return None if v in ("", "none") else v
+
+    @field_validator("pipeline", "events_topic", "labels_topic", "predictions_topic", "alerts_topic", "dead_letter_topic")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _NAME.match(v):
             raise ValueError("use 1-100 letters, digits, '.', '_' or '-'")
         return v
 
     @field_validator("learner")
     @classmethod
     def _learner(cls, v: str) -> str:
-        from learners.registry import NATIVE, RIVER_ALLOW_LIST
+        from learners.registry import NATIVE, RIVER_ALLOW_LIST, RIVER_REGRESSORS, task_of
 
-        if v in NATIVE or (v.startswith("river:") and v.removeprefix("river:") in RIVER_ALLOW_LIST):
+        if task_of(v) is not None:
             return v
-        raise ValueError(f"unknown learner; choose one of {sorted(NATIVE)} or river:<one of {sorted(RIVER_ALLOW_LIST)}>")
+        raise ValueError(
+            f"unknown learner; choose one of {sorted(NATIVE)}, river:<one of {sorted(RIVER_ALLOW_LIST)}>, "
+            f"or a regressor river:<one of {sorted(RIVER_REGRESSORS)}>"
+        )
 
     @field_validator("detector")
     @classmethod
@@ -134,10 +150,12 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return v
 
-    @field_validator("drift_direction", "drift_reaction", "kafka_client")
+    @field_validator("task", "drift_direction", "drift_reaction", "kafka_client", "label_on_expiry")
     @classmethod
     def _choice(cls, v: str, info: Any) -> str:
         allowed = {
+            "task": ("classification", "regression"),
+            "label_on_expiry": ("drop", "learn_default"),
             "drift_direction": ("increase", "both"),
             "drift_reaction": ("learner", "none"),
             "kafka_client": ("confluent", "kafka-python"),
@@ -152,6 +170,27 @@ class Settings(BaseSettings):
         if v is not None and len(v.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters; make one with `python -c 'import secrets; print(secrets.token_hex(32))'`")
         return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        from learners.registry import task_of
+        from stream.monitors import BINARY_DETECTORS
+
+        if task_of(self.learner) != self.task:
+            raise ValueError(
+                f"learner: {self.learner} is a {task_of(self.learner)} learner but task is {self.task!r}; "
+                f"name a {self.task} learner (`driftline learners`) or set task: {task_of(self.learner)}"
+            )
+        if self.task == "regression" and self.detector in BINARY_DETECTORS:
+            raise ValueError(
+                f"detector: {self.detector} watches 0/1 errors; a regression pipeline takes one of "
+                "adwin, page_hinkley, kswin"
+            )
+        if self.label_on_expiry == "learn_default" and self.label_default is None:
+            raise ValueError("label_default: required with label_on_expiry=learn_default (the label an expired event is learned with)")
+        if self.labels_topic is not None and self.labels_topic == self.events_topic:
+            raise ValueError("labels_topic: must differ from events_topic")
+        return self
 
     @field_validator("api_keys")
     @classmethod

@@ -90,10 +90,17 @@ def decode_event(raw: bytes, max_bytes: int = 1_000_000) -> Event:
     return out
 
 
-def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000) -> list[Event | EventError]:
-    """Decode a poll's record values: one Event or EventError per value, in order; never raises."""
+def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000, task: str = "classification") -> list[Event | EventError]:
+    """Decode a poll's record values: one Event or EventError per value, in order; never raises.
+
+    For ``task="regression"`` the label is a target: any finite number (an integer becomes
+    a float), never a string or a bool.
+    """
+    if task == "regression":
+        return [ev if type(ev) is not Event else _as_target(ev) for ev in decode_events(values, max_bytes, "")]
     out: list[Event | EventError] = []
     append, decode = out.append, _DECODER.decode
+    lenient = task == ""
     for raw in values:
         if len(raw) > max_bytes:
             append(EventError(f"event is {len(raw)} bytes; the limit is {max_bytes}"))
@@ -103,11 +110,23 @@ def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000) -> list[E
         except (msgspec.DecodeError, msgspec.ValidationError):
             append(_explain(raw))
             continue
+        if lenient and type(ev.y) is float and ev.id and ev.x and len(ev.x) <= MAX_FEATURES:
+            append(ev)
+            continue
         if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or type(ev.y) is float:
             append(_finish(ev))
             continue
         append(ev)
     return out
+
+
+def _as_target(ev: Event) -> Event | EventError:
+    y = ev.y
+    if y is None or type(y) is float:
+        return ev
+    if isinstance(y, bool) or not isinstance(y, int):
+        return EventError(f"'y' must be a number for a regression pipeline, got {_short(y)}")
+    return msgspec.structs.replace(ev, y=float(y))
 
 
 def _finish(ev: Event) -> Event | EventError:

@@ -24,6 +24,9 @@ DETECTORS: dict[str, type] = {
     "hddm_w": binary.HDDMW,
 }
 
+#: detectors of a 0/1 error signal: classification only
+BINARY_DETECTORS = frozenset({"ddm", "eddm", "hddm_a", "hddm_w"})
+
 
 #: one detection (or, for detectors that have one, a warning): where, and the loss before and after
 Drift = Signal

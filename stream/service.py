@@ -69,7 +69,8 @@ def build_embedded(
     # bounded: `driftline run` may run for days; the feeder stays well within retention
     log = InMemoryLog(default_partitions=1, retention=200_000)
     for topic in (settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic, settings.labels_topic):
-        log.create_topic(topic, 1)
+        if topic:
+            log.create_topic(topic, 1)
     store = DirectoryStore(settings.snapshot_dir, keep=settings.snapshot_keep)
     pipeline = Pipeline(
         settings,
@@ -100,7 +101,9 @@ def prepare_kafka(settings: Settings) -> None:
     try:
         admin.wait_ready(timeout_s=60)
         admin.create_topics(
-            [settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic], 1
+            [settings.events_topic, settings.predictions_topic, settings.alerts_topic, settings.dead_letter_topic]
+            + ([settings.labels_topic] if settings.labels_topic else []),
+            1,
         )
     finally:
         admin.close()
@@ -122,7 +125,14 @@ def alert_relay(settings: Settings, *, redis: bool) -> AlertRelay:
     return AlertRelay(stream=stream, webhook_url=settings.alert_webhook_url, retries=settings.alert_webhook_retries)
 
 
-def build_worker(settings: Settings, *, fencing_token: int | None = None, on_alert: Callable[..., None] | None = None) -> Pipeline:
+def build_worker(
+    settings: Settings,
+    *,
+    fencing_token: int | None = None,
+    on_alert: Callable[..., None] | None = None,
+    board: ModelBoard | None = None,
+    alerts: AlertLog | None = None,
+) -> Pipeline:
     """The pipeline on Kafka and Redis; call it once the pipeline's lease is held."""
     from connectors.kafka import open_sink, open_source
     from connectors.redis_store import RedisStore
@@ -139,6 +149,13 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         transactional_id=f"driftline-{settings.pipeline}" if settings.transactional_outputs else None,
         options=settings.kafka_options,
     )
+    labels = None
+    if settings.labels_topic:
+        # its own group: the labels' offsets live in the snapshot; the group's are for lag
+        labels = open_source(
+            settings.kafka_client, settings.kafka_bootstrap_servers, [settings.labels_topic],
+            f"{settings.consumer_group}-labels", options=settings.kafka_options,
+        )
     pipeline = Pipeline(
         settings,
         learner_factory(settings),
@@ -148,8 +165,12 @@ def build_worker(settings: Settings, *, fencing_token: int | None = None, on_ale
         snapshot_key(settings, required=True),
         fencing_token=fencing_token,
         on_alert=on_alert,
+        board=board,
+        alerts=alerts,
+        labels=labels,
     )
-    pipeline.alerts.subscribe(alert_relay(settings, redis=True))
+    if alerts is None:  # a log shared by several pipelines is relayed once, by its owner
+        pipeline.alerts.subscribe(alert_relay(settings, redis=True))
     return pipeline
 
 
@@ -249,7 +270,7 @@ def labels_producer(settings: Settings) -> Any:
     return open_sink(settings.kafka_client, settings.kafka_bootstrap_servers, options=settings.kafka_options)
 
 
-def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpServer:
+def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> Any:
     """The HTTP API of a learning process, over its pipeline's board; ``log``: the embedded one."""
 
     def status() -> dict[str, Any]:
@@ -271,10 +292,25 @@ def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpSer
         admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
         labels, end_offsets = labels_producer(settings), admin.end_offsets
     lag = lag_probe(end_offsets, settings.events_topic, lambda: {pipeline.name: dict(pipeline.offsets)})
+    if not settings.labels_topic:  # labels come inline only: the route says so (409)
+        labels = None
+    if settings.api_process:
+        from stream.api.process import ApiProcess
+
+        app_kwargs = {
+            "max_rows": settings.max_predict_rows, "api_keys": settings.api_key_list(), "open_reads": settings.api_open_reads,
+            "labels_from_parent": labels is not None, "labels_topic": settings.labels_topic or "labels",
+        }  # fmt: skip
+        child = ApiProcess(
+            pipeline.board, pipeline.alerts, app_kwargs, settings.http_host, settings.http_port,
+            status=status, lag=lag, labels_sink=labels, labels_topic=settings.labels_topic or "labels",
+        )  # fmt: skip
+        child.start()
+        return child
     app = create_app(
         pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status,
         api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
-        labels_sink=labels, labels_topic=settings.labels_topic, lag=lag,
+        labels_sink=labels, labels_topic=settings.labels_topic or "labels", lag=lag,
     )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
@@ -313,9 +349,80 @@ def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer,
     app = create_app(
         replica.board, alerts, max_rows=settings.max_predict_rows, status=status,
         api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
-        labels_sink=labels_producer(settings), labels_topic=settings.labels_topic, lag=lag,
+        labels_sink=labels_producer(settings) if settings.labels_topic else None, labels_topic=settings.labels_topic or "labels", lag=lag,
         lifespan=[lambda: replica],
     )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
     return server, replica
+
+
+@dataclass
+class FleetParts:
+    """What a worker running a file's pipelines shares among them."""
+
+    process: Any
+    board: ModelBoard
+    alerts: AlertLog
+    roster: Any
+    open_lease: Callable[[Settings], Any]
+    build: Callable[[Settings, int], Pipeline]
+    finished: Callable[[Settings, int | None], bool]
+    serve: Callable[[Any], HttpServer]
+
+
+def build_fleet_parts(pipelines: list[Settings], process: Any) -> FleetParts:
+    """Leases, builders, the roster and the HTTP API for ``driftline worker --config``."""
+    import hashlib
+
+    from connectors.redis_store import RedisLease, RedisRoster, RedisStore
+    from stream.snapshot import read_header
+
+    board, alerts = ModelBoard(), AlertLog()
+    alerts.subscribe(alert_relay(pipelines[0], redis=True))
+    ttl_ms = int(process.lease_ttl_s * 1000)
+    # processes given the same pipelines count each other, and nobody else
+    group = hashlib.sha256(",".join(sorted(s.pipeline for s in pipelines)).encode()).hexdigest()[:16]
+    roster = RedisRoster(process.redis_url, group, ttl_ms=ttl_ms)
+    store = RedisStore(process.redis_url, keep=process.snapshot_keep)
+    key = snapshot_key(pipelines[0], required=True)
+    owner = roster.member
+
+    def open_lease_for(s: Settings) -> Any:
+        return RedisLease(process.redis_url, s.pipeline, ttl_ms=ttl_ms, owner=f"{owner}:{s.pipeline}")
+
+    def build(s: Settings, token: int) -> Pipeline:
+        return build_worker(s, fencing_token=token, board=board, alerts=alerts)
+
+    def finished(s: Settings, max_events: int | None) -> bool:
+        if max_events is None:
+            return False
+        latest = store.load_latest(s.pipeline)
+        return latest is not None and read_header(latest[1]).events_seen >= max_events
+
+    def serve_fleet(fleet: Any) -> HttpServer:
+        def status() -> dict[str, Any]:
+            out = {}
+            for slot in fleet.slots:
+                p = slot.pipeline
+                out[slot.name] = {
+                    "state": slot.state,
+                    "events": p.counters.events if p is not None else None,
+                    "labels": dict(p.join.counts.__dict__) if p is not None and p.join is not None else None,
+                }
+            return {"worker": owner, "pipelines": out}
+
+        topics = {s.labels_topic for s in pipelines if s.labels_topic}
+        # the labels route forwards to one topic: offered when the pipelines share one
+        labels_topic = topics.pop() if len(topics) == 1 else None
+        p0 = pipelines[0]
+        app = create_app(
+            board, alerts, max_rows=p0.max_predict_rows, status=status,
+            api_keys=p0.api_key_list(), open_reads=p0.api_open_reads,
+            labels_sink=labels_producer(p0) if labels_topic else None, labels_topic=labels_topic or "labels",
+        )  # fmt: skip
+        server = HttpServer(app, process.http_host, process.http_port)
+        server.start()
+        return server
+
+    return FleetParts(process, board, alerts, roster, open_lease_for, build, finished, serve_fleet)

@@ -670,3 +670,36 @@ def generate_drift_points(n: int, drift: str, drift_every: int) -> list[int]:
     if drift in ("none", "incremental"):
         return []
     return list(range(drift_every, n, drift_every))
+
+
+def delayed_labels(
+    n: int,
+    seed: int,
+    *,
+    max_delay: int = 5_000,
+    missing: float = 0.02,
+    duplicated: float = 0.01,
+    unknown: float = 0.0,
+) -> list[tuple[str, int, int]]:
+    """A seeded schedule of ``n`` events and their labels arriving later, merged in time.
+
+    Returns ``(kind, event_index, time)`` in log order, ``kind`` one of ``"event"``,
+    ``"label"`` or ``"unknown"`` (a label for an id no event has), time in milliseconds
+    from the start: event ``i`` at ``i``, its label ``0..max_delay`` events later. A share
+    ``missing`` of the labels never comes, a share ``duplicated`` comes twice (the copy up
+    to 100 events after the first), and ``unknown`` adds labels for events that do not exist.
+    """
+    rng = random.Random(seed)
+    timed: list[tuple[int, int, str, int]] = []  # time, tie-break, kind, index
+    for i in range(n):
+        timed.append((i, 0, "event", i))
+        if rng.random() < missing:
+            continue
+        t = i + rng.randint(0, max_delay)
+        timed.append((t, 1, "label", i))
+        if rng.random() < duplicated:
+            timed.append((t + rng.randint(0, 100), 1, "label", i))
+        if rng.random() < unknown:
+            timed.append((t, 1, "unknown", i))
+    timed.sort()
+    return [(kind, i, t) for t, _, kind, i in timed]

@@ -359,6 +359,36 @@ class ConfluentSource:
                 out[(tp.topic, tp.partition)] = tp.offset
         return dict(sorted(out.items()))
 
+    def caught_up(self, timeout_s: float = 5.0) -> bool:
+        """True when the group assigned this consumer every partition of its topics and it
+        has read each one to the end of the log (the high watermark, asked of the broker).
+
+        False while the group has not assigned anything yet, so "nothing more to read" is
+        never mistaken for "not joined yet".
+        """
+        try:
+            assigned = self._consumer.assignment()
+            if not assigned:
+                return False
+            if not hasattr(self, "_partition_count"):
+                count = 0
+                for topic in self.topics:
+                    tmeta = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+                    count += len(tmeta.partitions) if tmeta is not None and tmeta.error is None else 0
+                self._partition_count = count
+            if len(assigned) < self._partition_count:
+                return False
+            for tp, pos in zip(assigned, self._consumer.position(assigned), strict=True):
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout_s, cached=False)
+                with self._lock:
+                    mine = self._positions.get((tp.topic, tp.partition), -1)
+                if max(pos.offset, mine) < high and high > _low:
+                    return False
+        except (KafkaException, RuntimeError) as exc:
+            msg = f"reading the end of {self.topics} failed: {exc}"
+            raise ConnectorError(msg) from exc
+        return True
+
     def group_metadata(self) -> Any:
         """The consumer's group metadata, for :meth:`ConfluentSink.commit_transaction`."""
         return self._consumer.consumer_group_metadata()

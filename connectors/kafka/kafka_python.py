@@ -175,6 +175,30 @@ class KafkaPythonSource:
                 # and is applied when the partition comes back.
                 log.debug("%s[%d] no longer assigned; seek deferred", tp.topic, tp.partition)
 
+    def caught_up(self, timeout_s: float = 5.0) -> bool:
+        """True when the group assigned this consumer every partition of its topics and it
+        has read each one to the end of the log; False before the group assigned anything."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        try:
+            assigned = sorted(consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+            if not assigned:
+                return False
+            count = sum(len(consumer.partitions_for_topic(t) or ()) for t in self.topics)
+            if len(assigned) < count:
+                return False
+            ends = consumer.end_offsets(assigned)
+            for tp in assigned:
+                with self._lock:
+                    mine = self._positions.get((tp.topic, tp.partition), -1)
+                if max(consumer.position(tp, timeout_ms=int(timeout_s * 1000)) or -1, mine) < ends[tp]:
+                    return False
+        except Exception as exc:  # kafka-python raises its own errors and ValueError alike
+            msg = f"reading the end of {self.topics} failed: {exc}"
+            raise ConnectorError(msg) from exc
+        return True
+
     def assignment(self) -> list[TopicPartition]:
         """Partitions the group has given this consumer now, sorted."""
         if self._consumer is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ class ServedModel:
     offsets: dict[str, int] = field(default_factory=dict)
     published_at: float = 0.0
     snapshot_version: int | None = None
+    #: "classification" (answers a label and class probabilities) or "regression" (a number)
+    task: str = "classification"
 
     def describe(self) -> dict[str, Any]:
         """The copy's identity and progress, without the model."""
@@ -44,7 +47,16 @@ class ServedModel:
             "offsets": dict(self.offsets),
             "published_at": self.published_at,
             "snapshot_version": self.snapshot_version,
+            "task": self.task,
         }
+
+    def predict(self, rows: list[dict]) -> list[dict]:
+        """``{"y", "proba"}`` per row: a label and its probabilities, or a number and ``{}``."""
+        if self.task == "regression":
+            return [{"y": float(y), "proba": {}} for y in self.model.predict_many(rows)]
+        probas = self.model.predict_proba_many(rows)
+        preds = self.model.predict_many(rows)
+        return [{"y": y, "proba": {str(k): float(v) for k, v in p.items()}} for y, p in zip(preds, probas, strict=True)]
 
 
 class ModelBoard:
@@ -58,6 +70,11 @@ class ModelBoard:
         self._models: dict[str, ServedModel] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[ServedModel], None]] = []
+
+    def subscribe(self, listener: Callable[[ServedModel], None]) -> None:
+        """Call ``listener`` with each copy published from now on (in the publisher's thread: keep it short)."""
+        self._listeners.append(listener)
 
     def publish(self, served: ServedModel) -> None:
         with self._lock:
@@ -69,6 +86,8 @@ class ModelBoard:
             else:
                 past.append(entry)
             self._models = {**self._models, served.name: served}
+        for listener in self._listeners:
+            listener(served)
 
     def get(self, name: str) -> ServedModel | None:
         return self._models.get(name)

@@ -46,9 +46,10 @@ from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
 from stream.config import Settings
-from stream.evaluation import Prequential, predictive_churn
+from stream.evaluation import make_metrics, predictive_churn
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
+from stream.join import LabelJoin
 from stream.monitors import FeatureMonitor, LossMonitor
 from stream.runtime.board import ModelBoard, ServedModel
 from stream.snapshot import SnapshotHeader, encode_tp, numeric_kernels, open_snapshot, seal
@@ -99,6 +100,7 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         on_alert: Callable[[Alert], None] | None = None,
+        labels: Source | None = None,
     ):
         self.settings = settings
         self.name = settings.pipeline
@@ -116,7 +118,10 @@ class Pipeline:
         self._transactional = bool(getattr(sink, "transactional", False))
 
         self.learner: Learner = learner_factory()
-        self.metrics = Prequential(settings.rolling_window)
+        self.metrics = make_metrics(settings.task, settings.rolling_window)
+        self._labels_source = labels
+        #: labels that arrive after their event (stream.join); None without a labels topic
+        self.join = self._new_join()
         self.monitor = self._new_monitor()
         self.feature_monitors = self._new_feature_monitors()
         self.offsets: dict[TopicPartition, int] = {}
@@ -167,6 +172,15 @@ class Pipeline:
         """Stop at the end of the current step without writing anything more (a lost lease)."""
         self._halted = reason
 
+    def _new_join(self) -> LabelJoin | None:
+        s = self.settings
+        if s.labels_topic is None:
+            return None
+        return LabelJoin(
+            task=s.task, ttl_events=s.label_ttl_events, ttl_s=s.label_ttl_s, delay_ms=s.label_delay_ms,
+            remember=s.label_remember, pipeline=s.pipeline, source=self._labels_source, wall_clock=self._wall,
+        )
+
     def _new_feature_monitors(self) -> list[FeatureMonitor]:
         return [FeatureMonitor(f, window=self.settings.rolling_window) for f in self.settings.feature_monitors]
 
@@ -195,8 +209,11 @@ class Pipeline:
         learner = self._factory()
         learner.load_state_dict(state["learner"])
         self.learner = learner
-        self.metrics = Prequential(self.settings.rolling_window)
+        self.metrics = make_metrics(self.settings.task, self.settings.rolling_window)
         self.metrics.load_state_dict(state["metrics"])
+        self.join = self._new_join()
+        if self.join is not None and state.get("join") is not None:
+            self.join.load_state_dict(state["join"])
         self.monitor = self._new_monitor()
         if not self.monitor.load_state_dict(state["monitor"]):
             logger.warning(
@@ -255,7 +272,8 @@ class Pipeline:
 
     def _start_fresh(self) -> None:
         self.learner = self._factory()
-        self.metrics = Prequential(self.settings.rolling_window)
+        self.metrics = make_metrics(self.settings.task, self.settings.rolling_window)
+        self.join = self._new_join()
         self.monitor = self._new_monitor()
         self.feature_monitors = self._new_feature_monitors()
         self.offsets = {}
@@ -364,7 +382,7 @@ class Pipeline:
     def _process_chunk(self, records: list[Record]) -> None:
         # per-event work is done a chunk at a time (decode, publish, score, monitor): the
         # event path should cost little beside the learner
-        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes)
+        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes, self.settings.task)
         if all(type(ev) is Event for ev in decoded):
             events, origin = decoded, records
         else:
@@ -389,18 +407,20 @@ class Pipeline:
         else:
             preds, indexes, labelled, lab_origin = y_pred, range(first, first + len(events)), events, origin
         if ys:
-            self.metrics.update_many(ys, preds)
-            losses = [0.0 if p == y else 1.0 for y, p in zip(ys, preds, strict=True)]
+            losses = self.metrics.score_many(ys, preds)
             for at, found in self.monitor.update_many(losses, indexes):
                 # a warning is for people; only a firing tells the learner to react
                 self._drifted = self._drifted or found.kind == "drift"
                 self._raise_alert(found, labelled[at], lab_origin[at])
             self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin, strict=True))
         self.counters.labelled += len(labelled)
+        if self.join is not None:
+            self.join.serve(events, origin, y_pred, first, self.model_version)
+            self.join.observe(records)
         if self.feature_monitors:
             self._watch_inputs(events, origin, first)
         if self.alert_manager.open:
-            error = 1.0 - self.metrics.summary()["rolling_accuracy"]
+            error = self.metrics.rolling_error()
             self._emit(self.alert_manager.on_progress(first + len(events), error), origin[-1] if origin else None)
         # progress moves only now, past records whose processing finished
         self.counters.events += len(events)
@@ -429,11 +449,35 @@ class Pipeline:
         if pending:
             self._learn(pending)
             self.model_version += 1
+        if self.join is not None:
+            self._take_labels()
         if self._drifted and self.settings.drift_reaction == "learner":
             hook = getattr(self.learner, "on_drift", None)
             if callable(hook):
                 hook()
         self._drifted = False
+
+    def _take_labels(self) -> None:
+        """Score and learn the labels the merge rule gives this boundary (see stream.join)."""
+        taken = self.join.take(self.counters.events, clock=self._clock)
+        for rec, reason in taken.bad:
+            self.dead_letter(rec, reason, "bad_label")
+        s = self.settings
+        default = s.label_default if s.label_on_expiry == "learn_default" else None
+        if default is not None and s.task == "regression":
+            default = float(default)
+        joined = [(w, y) for w, y, _ in taken.joined] + [(w, default) for w in taken.expired if default is not None]
+        if not joined:
+            return
+        # the predictions made when the events were served, not ones made now
+        losses = self.metrics.score_many([y for _, y in joined], [w.prediction for w, _ in joined])
+        for at, found in self.monitor.update_many(losses, [w.index for w, _ in joined]):
+            self._drifted = self._drifted or found.kind == "drift"
+            w = joined[at][0]
+            self._raise_alert(found, Event(id=w.event_id, x=w.x), w.record())
+        self.counters.labelled += len(joined)
+        self._learn([(w.x, y, w.record()) for w, y in joined])
+        self.model_version += 1
 
     def _learn(self, rows: list[_Pending]) -> None:
         # learners check a whole batch before learning any of it, so after a refusal the
@@ -580,6 +624,7 @@ class Pipeline:
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),
+            "join": self.join.state_dict() if self.join is not None else None,
         }
 
     def checkpoint(self, final: bool = False) -> int | None:
@@ -616,6 +661,11 @@ class Pipeline:
         if not self._transactional:
             self.sink.flush()
             self.source.commit(dict(self.offsets))
+        if self.join is not None and self.join.source is not None and self.join.offsets:
+            try:  # for lag monitoring only: the snapshot holds the labels' offsets
+                self.join.source.commit(dict(self.join.offsets))
+            except Exception as exc:
+                logger.warning("pipeline=%s committing the labels offsets failed: %s", self.name, exc)
         self.last_checkpoint_s = time.perf_counter() - started
         self.last_snapshot_bytes = len(blob)
         self.snapshot_version = version
@@ -644,6 +694,7 @@ class Pipeline:
             version=self.model_version,
             events_seen=self.counters.events,
             model=copy,
+            task=self.settings.task,
             metrics=self._summary(),
             offsets={encode_tp(tp): off for tp, off in sorted(self.offsets.items())},
             published_at=self._wall(),

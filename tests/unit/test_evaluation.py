@@ -52,3 +52,48 @@ def test_update_many_equals_update_on_each_pair(window):
         i += k
     assert many.state_dict() == one.state_dict()
     assert many.summary() == one.summary()  # exact: the same integer counts in the same formulas
+
+
+def test_regression_metrics_match_river_cumulative_and_rolling():
+    import random
+
+    from river import metrics, utils
+
+    from stream.evaluation import Regression
+
+    rng = random.Random(5)
+    ours = Regression(window=100)
+    river_all = [metrics.MAE(), metrics.RMSE(), metrics.R2()]
+    river_rolling = [utils.Rolling(m, window_size=100) for m in (metrics.MAE, metrics.RMSE, metrics.R2)]
+    for i in range(1500):
+        y = rng.gauss(10.0 if i < 700 else 40.0, 3.0)
+        p = y + rng.gauss(0.0, 1.0 if i < 700 else 6.0)
+        ours.score(y, p)
+        for m in (*river_all, *river_rolling):
+            m.update(y, p)
+    s = ours.summary()
+    got = [s["mae"], s["rmse"], s["r2"], s["rolling_mae"], s["rolling_rmse"], s["rolling_r2"]]
+    want = [m.get() for m in (*river_all, *river_rolling)]
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+    assert s["labelled"] == 1500 and s["r2"] > 0.5
+
+
+def test_regression_loss_is_the_error_in_units_of_the_stream_and_restores_bit_for_bit():
+    from stream.evaluation import Regression
+
+    r = Regression(window=10)
+    assert r.score(4.0, 4.0) == 0.0 and r.score(6.0, 0.0) == 1.0  # fewer than two targets seen
+    # targets 4 and 6: mean 5, std 1; an error of 1.5 is half of three standard deviations
+    assert r.score(5.0, 6.5) == pytest.approx(0.5)
+    assert r.score(5.0, 500.0) == 1.0  # capped
+    for i in range(30):
+        r.score(float(i % 7), float(i % 5))
+    back = Regression(window=10)
+    back.load_state_dict(r.state_dict())
+    for i in range(30):
+        # exact: the same sums restored, then the same operations
+        assert back.score(float(i), 1.0) == r.score(float(i), 1.0)
+    assert back.summary() == r.summary()  # exact: same state, same operations
+    narrower = Regression(window=5)
+    narrower.load_state_dict(r.state_dict())
+    assert narrower.summary()["rolling_mae"] == pytest.approx(sum(abs(float(i) - 1.0) for i in range(25, 30)) / 5)

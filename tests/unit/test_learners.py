@@ -27,6 +27,10 @@ RIVER_LEARNERS: dict[str, dict[str, Any]] = {
     "river:forest.ARFClassifier": {"n_models": 3},
     "river:linear_model.LogisticRegression": {},
     "river:naive_bayes.GaussianNB": {},
+    # regressors: the same contract on a numeric target
+    "river:linear_model.LinearRegression": {},
+    "river:tree.HoeffdingTreeRegressor": {"grace_period": 20},
+    "river:forest.ARFRegressor": {"n_models": 3},
 }
 
 
@@ -69,7 +73,7 @@ def _cases() -> list[Any]:
 
 @pytest.mark.parametrize(("factory", "check"), _cases())
 def test_learner_contract(factory: Callable[[], Learner], check: checks.Check) -> None:
-    check(factory, checks.seeded_stream())
+    check(factory, checks.stream_for(factory()))
 
 
 def test_every_learner_gets_every_check_it_does_not_declare_skipping() -> None:
@@ -82,4 +86,6 @@ def test_every_learner_gets_every_check_it_does_not_declare_skipping() -> None:
     for name, factory in _factories().items():
         opt_out = getattr(factory(), "_unit_test_skips", None)
         skips = set(opt_out()) if callable(opt_out) else set()
+        if getattr(factory(), "task", "classification") == "regression":
+            skips |= checks.CLASSIFICATION_ONLY
         assert per_learner[name] == every - skips, name
