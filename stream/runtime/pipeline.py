@@ -725,13 +725,20 @@ class Pipeline:
             self._probe_rows, self._probe_uses, self._probe_preds = list(self._probe), 0, None
         rows = self._probe_rows
         before = self._probe_preds if self._probe_preds is not None and prev is not None and self._probe_version == prev.version else None
-        if before is None and prev is not None:
-            before = prev.model.predict_many(rows)
-        after = copy.predict_many(rows)
-        self._probe_preds, self._probe_version, self._probe_uses = after, self.model_version, self._probe_uses + 1
         choices = getattr(copy, "router_choices", None)
-        if callable(choices):
-            picked = choices(rows)
+        try:
+            if before is None and prev is not None:
+                before = prev.model.predict_many(rows)
+            after = copy.predict_many(rows)
+            picked = choices(rows) if callable(choices) else []
+        except LearnerError as exc:
+            # a probe row the model no longer takes (the event was dead-lettered when learned):
+            # skip this version, and take a fresh probe next time
+            logger.debug("pipeline=%s churn probe refused (%s); taking a new one", self.name, exc)
+            self._probe_rows, self._probe_preds = None, None
+            return
+        self._probe_preds, self._probe_version, self._probe_uses = after, self.model_version, self._probe_uses + 1
+        if picked:
             self._router_shares = {f"router_e{j}": round(picked.count(j) / len(picked), 4) for j in sorted(set(picked))}
         if prev is None or before is None:
             return
