@@ -554,7 +554,14 @@ class Pipeline:
             "offset": rec.offset,
             "value_b64": base64.b64encode(rec.value).decode(),
         }
-        self._send(self.settings.dead_letter_topic, json.dumps(body).encode(), rec.key)
+        # the same facts as Kafka headers too, so any Kafka tool can route or filter on them
+        headers = [
+            ("reason", reason.encode()), ("kind", kind.encode()), ("pipeline", self.name.encode()),
+            ("source.topic", rec.topic.encode()), ("source.partition", str(rec.partition).encode()),
+            ("source.offset", str(rec.offset).encode()),
+        ]  # fmt: skip
+        self.sink.send(self.settings.dead_letter_topic, json.dumps(body).encode(), key=rec.key, headers=headers)
+        self._outputs_open = True
 
     def _watch_inputs(self, events: list[Event], origin: list[Record], first_index: int) -> None:
         """Input drift: each watched feature's values through its own detector."""
