@@ -165,5 +165,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# --------------------------------------------------------------- many pipelines, one worker
+
+
+def fleet_run(kafka: str, redis: str, topic: str, learner: str, n: int, batch: int, k: int) -> float:
+    """Total events/s of ``k`` pipelines on one topic in one worker process (the Fleet
+    ``driftline worker --config`` runs: a thread and a lease per pipeline), from the start
+    to every pipeline's final checkpoint."""
+    import threading
+
+    from stream.runtime.fleet import Fleet, close_pipeline
+    from stream.service import build_fleet_parts, prepare_kafka
+    from stream.settings import load_process, validate_pipelines
+
+    tag = uuid.uuid4().hex[:8]
+    process = load_process(kafka_bootstrap_servers=kafka, redis_url=redis, snapshot_key=KEY, lease_ttl_s=5.0)
+    specs = [
+        {"name": f"bench-{tag}-{i}", "events_topic": topic, "learner": {"name": learner}, "batch_size": batch,
+         "outputs": {"publish_predictions": True}}
+        for i in range(k)
+    ]  # fmt: skip
+    pipelines = [s for _, s in validate_pipelines({"pipelines": specs}, process, source="bench")]
+    for s in pipelines:
+        prepare_kafka(s)
+    parts = build_fleet_parts(pipelines, process)
+    fleet = Fleet(pipelines, open_lease=parts.open_lease, build=parts.build, finished=lambda s: parts.finished(s, n),
+                  roster=parts.roster, stop=threading.Event(), max_events=n, tick_s=0.05)  # fmt: skip
+    t0 = time.perf_counter()
+    assert fleet.run() == 0, [s.error for s in fleet.slots]
+    secs = time.perf_counter() - t0
+    for slot in fleet.slots:
+        if slot.pipeline is not None:
+            close_pipeline(slot.pipeline)
+    parts.alerts.close()
+    return k * n / secs
+
+
+def many_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m bench.e2e --many 4 [--n 50000] [--learner ...] [--repeats 3]``: K pipelines
+    in one worker against one pipeline alone in the same code, total events/s."""
+    p = argparse.ArgumentParser(description=many_main.__doc__)
+    p.add_argument("--many", type=int, default=4)
+    p.add_argument("--n", type=int, default=50_000)
+    p.add_argument("--learner", default="river:tree.HoeffdingTreeClassifier")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=256)
+    args = p.parse_args(argv)
+    kafka, redis = _services()
+    topic = f"bench-many-{uuid.uuid4().hex[:8]}"
+    console.print(f"producing {args.n:,} SEA events to {topic} ...")
+    _produce(kafka, topic, sea_events(args.n, 1))
+    ones, manys, ratios = [], [], []
+    for r in range(args.repeats):
+        console.print(f"run {r + 1}/{args.repeats}: one pipeline, then {args.many} pipelines in one worker ...")
+        ones.append(fleet_run(kafka, redis, topic, args.learner, args.n, args.batch, 1))
+        manys.append(fleet_run(kafka, redis, topic, args.learner, args.n, args.batch, args.many))
+        ratios.append(manys[-1] / ones[-1])
+    m = machine()
+    table = Table(title=f"python -m bench.e2e {shlex.join(sys.argv[1:])}\n{m['cpu']}, {m['cores']} cores, python {m['python']}")
+    for col in ("learner", "pipelines", "total ev/s", "one pipeline alone ev/s", "total / alone"):
+        table.add_column(col, justify="left" if col == "learner" else "right")
+    table.add_row(args.learner, str(args.many), f"{statistics.median(manys):,.0f}", f"{statistics.median(ones):,.0f}", f"{statistics.median(ratios):.2f}")
+    console.print(table)
+    console.print(f"medians of {args.repeats} runs, {args.n:,} events per pipeline, micro-batch {args.batch}; wall time from start to the last final checkpoint")
+    return 0
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(many_main() if "--many" in sys.argv else main())

@@ -75,13 +75,14 @@ def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
 
 class _Parts(NamedTuple):
     """A prediction's parts: the experts' mixture and the neighbour vote (B, classes), the
-    rows as the neighbour memory reads them (padded to a multiple of 16) and their squared
-    distances to it (less their own norm). Any may be None (not built, memory empty)."""
+    rows as the neighbour memory reads them (padded to a multiple of 16) and each row's
+    nearest remembered rows: squared distances (less the row's own norm) and class
+    indices, (B, k) each. Any may be None (not built, memory empty)."""
 
     experts: np.ndarray | None
     neighbours: np.ndarray | None
     query: np.ndarray | None
-    bank_d2: np.ndarray | None
+    bank_near: tuple[np.ndarray, np.ndarray] | None
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -861,20 +862,23 @@ class NeuralDriftMoE(Classifier):
         gu = np.asarray(sel @ da, dtype=np.float32)
         w1, lo = st["p"]["w1"], self._p["w1"].numel()
         bc1, bc2 = self._adam_np(lo)
+        # in place on the gathered rows: each pass over (rows, F) costs as much as a gather
         m = np.take(st["mw1"], u, axis=0)
-        m *= _BETA1
-        m += np.float32(1.0 - _BETA1) * gu
-        gu *= gu
         v = np.take(st["vw1"], u, axis=0)
+        m *= _BETA1
         v *= _BETA2
-        v += np.float32(1.0 - _BETA2) * gu
+        tmp = np.multiply(gu, np.float32(1.0 - _BETA1))
+        m += tmp
+        np.multiply(gu, gu, out=tmp)
+        tmp *= np.float32(1.0 - _BETA2)
+        v += tmp
         st["mw1"][u] = m
         st["vw1"][u] = v
-        v *= np.float32(1.0 / bc2)
-        np.sqrt(v, out=v)
-        v += _EPS
+        np.multiply(v, np.float32(1.0 / bc2), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        tmp += _EPS
         m *= st["lr"][: w1.shape[1]] * np.float32(1.0 / bc1)
-        m /= v
+        m /= tmp
         w1[u] -= m
 
     # ------------------------------------------------------------------ CUDA graph
@@ -917,7 +921,7 @@ class NeuralDriftMoE(Classifier):
     # ------------------------------------------------------------------ API
     def _neighbour_parts(self, z: np.ndarray, c: int) -> _Parts:
         """The neighbour vote (B, c) of (padded) query rows ``z``, with the rows as the bank
-        reads them and their squared distances to it (each None before any row is kept)."""
+        reads them and each row's nearest bank rows (distances, labels; None while empty)."""
         n = self._bank_len
         if not self.neighbours or n == 0:
             return _Parts(None, None, z if self.neighbours else None, None)
@@ -937,16 +941,24 @@ class NeuralDriftMoE(Classifier):
         lab = self._bank_y[:n][idx]
         rows = np.repeat(np.arange(z.shape[0]), k)
         counts = np.bincount(rows * c + lab.ravel(), minlength=z.shape[0] * c).reshape(-1, c)
-        return _Parts(None, (counts + 0.1) / (k + 0.1 * c), zz, d2)
+        near = (np.take_along_axis(d2, idx, axis=1), lab)
+        return _Parts(None, (counts + 0.1) / (k + 0.1 * c), zz, near)
 
-    def _causal_vote(self, q: np.ndarray, d2_bank: np.ndarray | None, yi: np.ndarray, c: int) -> np.ndarray:
+    def _causal_vote(
+        self,
+        q: np.ndarray,
+        near: tuple[np.ndarray, np.ndarray] | None,
+        yi: np.ndarray,
+        c: int,
+    ) -> np.ndarray:
         """The neighbour vote of each row over the bank and the call's earlier labelled rows.
 
-        ``q`` (padded to a multiple of 16 rows) are the rows as the bank reads them, ``yi``
-        the call's class indices (-1: unknown). The in-call products are taken against
-        fixed-size tiles of ``block`` rows, so an entry's bits never depend on the call's
-        length, and entries of a row's own or later rows are masked before the top-k:
-        nothing after a row reaches it."""
+        ``q`` (padded to a multiple of 16 rows) are the rows as the bank reads them, ``near``
+        each row's k nearest bank rows (the k nearest of the union are among them and the
+        call's rows), ``yi`` the call's class indices (-1: unknown). The in-call products
+        are taken against fixed-size tiles of ``block`` rows, so an entry's bits never
+        depend on the call's length, and entries of a row's own or later rows are masked
+        before the top-k: nothing after a row reaches it."""
         m = yi.shape[0]
         w = self.block
         tiles = []
@@ -961,14 +973,14 @@ class NeuralDriftMoE(Classifier):
         inc = np.concatenate(tiles, axis=1)[:m]
         j = np.arange(m)
         inc[(j[None, :] >= j[:, None]) | (yi[None, :] < 0)] = np.inf
-        labels = yi
-        if d2_bank is not None:
-            inc = np.concatenate([d2_bank[:m], inc], axis=1)
-            labels = np.concatenate([self._bank_y[: self._bank_len], yi])
+        labels = np.broadcast_to(yi, (m, m))
+        if near is not None:
+            inc = np.concatenate([near[0][:m], inc], axis=1)
+            labels = np.concatenate([near[1][:m], labels], axis=1)
         k = min(self.neighbours or 1, inc.shape[1])
         idx = _nearest(np.ascontiguousarray(inc), k)
         valid = np.isfinite(np.take_along_axis(inc, idx, axis=1))
-        lab = np.where(valid, labels[idx], 0)
+        lab = np.where(valid, np.take_along_axis(labels, idx, axis=1), 0)
         rows = np.repeat(np.arange(m), k)
         counts = np.bincount(rows * c + lab.ravel(), weights=valid.ravel().astype(np.float64), minlength=m * c)
         return (counts.reshape(m, c) + 0.1) / (valid.sum(axis=1, keepdims=True) + 0.1 * c)
@@ -1200,7 +1212,7 @@ class NeuralDriftMoE(Classifier):
                 return w[0] * comps[0] + w[1] * pn
             return comps[0] if comps[0] is not None else np.full((m, c), 1.0 / c)
         if self.neighbours and parts is not None and parts.query is not None:
-            comps[1] = self._causal_vote(parts.query, parts.bank_d2, yi, c)
+            comps[1] = self._causal_vote(parts.query, parts.bank_near, yi, c)
         comps[2] = self._recent_probs(yi, c)[0]
         w = self._causal_weights([p is not None for p in comps])
         out = np.zeros((m, c))
@@ -1219,7 +1231,7 @@ class NeuralDriftMoE(Classifier):
             pm = parts.experts
             comps[0] = np.pad(pm, ((0, 0), (0, c - pm.shape[1]))) if pm.shape[1] < c else pm
         if self.neighbours and parts is not None and parts.query is not None:
-            comps[1] = self._causal_vote(parts.query, parts.bank_d2, yi, c)
+            comps[1] = self._causal_vote(parts.query, parts.bank_near, yi, c)
         comps[2], self._recent = self._recent_probs(yi, c)
         rows = np.arange(yi.shape[0])
         loss = np.array(
@@ -1247,7 +1259,7 @@ class NeuralDriftMoE(Classifier):
             z = np.concatenate([z, np.zeros((rows - m, z.shape[1]), dtype=z.dtype)])
         pm = self._moe_probs(self._matrix(z, advance=False), c)[:m]
         nb = self._neighbour_parts(z, c)
-        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_d2)
+        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_near)
 
     def _probs_sparse(self, X: Sequence[Features]) -> _Parts:
         indptr, cols, vals = self._features.transform_sparse(X)
@@ -1267,7 +1279,7 @@ class NeuralDriftMoE(Classifier):
         q = self._project((indptr, cols, vals))
         q = np.concatenate([q, np.zeros((rows - m, q.shape[1]), dtype=q.dtype)])
         nb = self._neighbour_parts(q, c)
-        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_d2)
+        return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_near)
 
     def _moe_probs(self, xm: np.ndarray, c: int) -> np.ndarray:
         """The router-weighted mixture of the experts (B, c)."""
@@ -1403,7 +1415,8 @@ class NeuralDriftMoE(Classifier):
         return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if int(state.get("version", 0)) != _STATE_VERSION:
+        # version 3 (before the causal path) loads with an empty label history
+        if int(state.get("version", 0)) not in (3, _STATE_VERSION):
             raise ValueError(f"unsupported NeuralDriftMoE state version {state.get('version')!r}")
         self._reset()
         self._features.load_state_dict(state["features"])
@@ -1412,8 +1425,10 @@ class NeuralDriftMoE(Classifier):
         self._bank_y = np.asarray(state["neighbour_labels"], dtype=np.int64).copy()
         self._bank_len, self._bank_pos = (int(v) for v in state["neighbour_fill"])
         self._mix_loss = np.asarray(state["mix_loss"], dtype=np.float64).copy()
-        self._recent = np.asarray(state["recent_labels"], dtype=np.float64).copy()
-        self._cmix_loss = np.asarray(state["causal_mix_loss"], dtype=np.float64).copy()
+        self._recent = np.asarray(state.get("recent_labels", ()), dtype=np.float64).copy()
+        self._cmix_loss = np.asarray(
+            state.get("causal_mix_loss", np.zeros(_N_CAUSAL)), dtype=np.float64
+        ).copy()
         self._labels.load_state_dict(state["labels"])
         self._gen.set_state(torch.as_tensor(state["generator"], dtype=torch.uint8).clone())
         self._n_seen = int(state["n_seen"])

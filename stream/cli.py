@@ -138,6 +138,16 @@ def _parser() -> argparse.ArgumentParser:
     alerts.add_argument("--max", type=int, help="stop after printing this many revisions")
     alerts.set_defaults(func=cmd_alerts)
 
+    dead = sub.add_parser("dead-letters", help="print a dead-letter topic (--follow keeps reading); --replay re-sends the original events")
+    dead.add_argument("topic", help="the dead-letter topic, e.g. fraud-dead-letters")
+    dead.add_argument("--follow", "-f", action="store_true", help="keep reading new dead letters")
+    dead.add_argument("--replay", action="store_true", help="re-send each one's original bytes to its source topic (or --to)")
+    dead.add_argument("--to", help="with --replay: send to this topic instead of each one's source topic")
+    dead.add_argument("--reason", help="only dead letters whose reason contains this text")
+    dead.add_argument("--max", type=int, help="stop after this many dead letters")
+    dead.add_argument("--bootstrap-servers", help="Kafka address [env KAFKA_BOOTSTRAP_SERVERS]")
+    dead.set_defaults(func=cmd_dead_letters)
+
     learners = sub.add_parser("learners", help="list the learners that may be named in configuration")
     learners.set_defaults(func=cmd_learners)
     return parser
@@ -383,6 +393,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         console.print("[bold red]error:[/] --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required (`driftline services up` starts a local broker)")
         return 2
+    if args.stream and args.file is not None:
+        console.print("[bold red]error:[/] give either --stream (a generated stream) or a file, not both")
+        return 2
     if args.stream:
         events, total = stream_events(args), args.events
     else:
@@ -492,6 +505,57 @@ def cmd_alerts(args: argparse.Namespace) -> int:
             cursor = entry_id
             if not show(alert):
                 return 0
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    import base64
+    import uuid
+
+    from connectors.kafka import open_sink, open_source
+
+    settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)
+    if not settings.kafka_bootstrap_servers:
+        console.print("[bold red]error:[/] --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required")
+        return 2
+    source = open_source(settings.kafka_client, settings.kafka_bootstrap_servers, [args.topic], f"driftline-dead-letters-{uuid.uuid4().hex[:8]}", options=settings.kafka_options)
+    sink = open_sink(settings.kafka_client, settings.kafka_bootstrap_servers, options=settings.kafka_options) if args.replay else None
+    seen = replayed = 0
+    idle_since = time.monotonic()
+    try:
+        while args.max is None or seen < args.max:
+            batch = source.poll(500, 500)
+            if not batch:
+                # without --follow: stop once the topic has been read to its end
+                if not args.follow and (source.caught_up() or time.monotonic() - idle_since > 15):
+                    break
+                continue
+            idle_since = time.monotonic()
+            for rec in batch:
+                headers = {k: v.decode(errors="replace") for k, v in rec.headers}
+                try:
+                    body = json.loads(rec.value)
+                    original = base64.b64decode(body["value_b64"])
+                except (ValueError, KeyError, TypeError):
+                    body, original = {}, rec.value
+                reason = headers.get("reason", body.get("reason", "?"))
+                if args.reason and args.reason not in reason:
+                    continue
+                seen += 1
+                origin = f"{headers.get('source.topic', body.get('topic'))}[{headers.get('source.partition', body.get('partition'))}]@{headers.get('source.offset', body.get('offset'))}"
+                console.print(f"{headers.get('pipeline', body.get('pipeline', '?'))} {origin}: {reason}", soft_wrap=True)
+                if sink is not None:
+                    to = args.to or headers.get("source.topic") or body.get("topic")
+                    sink.send(to, original, key=rec.key)
+                    replayed += 1
+                if args.max is not None and seen >= args.max:
+                    break
+    finally:
+        source.close()
+        if sink is not None:
+            sink.flush(30)
+            sink.close()
+    console.print(f"{seen} dead letter(s)" + (f", {replayed} re-sent" if args.replay else ""))
     return 0
 
 

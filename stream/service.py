@@ -270,7 +270,7 @@ def labels_producer(settings: Settings) -> Any:
     return open_sink(settings.kafka_client, settings.kafka_bootstrap_servers, options=settings.kafka_options)
 
 
-def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpServer:
+def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> Any:
     """The HTTP API of a learning process, over its pipeline's board; ``log``: the embedded one."""
 
     def status() -> dict[str, Any]:
@@ -292,10 +292,25 @@ def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> HttpSer
         admin = KafkaAdmin(settings.kafka_bootstrap_servers, options=settings.kafka_options)
         labels, end_offsets = labels_producer(settings), admin.end_offsets
     lag = lag_probe(end_offsets, settings.events_topic, lambda: {pipeline.name: dict(pipeline.offsets)})
+    if not settings.labels_topic:  # labels come inline only: the route says so (409)
+        labels = None
+    if settings.api_process:
+        from stream.api.process import ApiProcess
+
+        app_kwargs = {
+            "max_rows": settings.max_predict_rows, "api_keys": settings.api_key_list(), "open_reads": settings.api_open_reads,
+            "labels_from_parent": labels is not None, "labels_topic": settings.labels_topic or "labels",
+        }  # fmt: skip
+        child = ApiProcess(
+            pipeline.board, pipeline.alerts, app_kwargs, settings.http_host, settings.http_port,
+            status=status, lag=lag, labels_sink=labels, labels_topic=settings.labels_topic or "labels",
+        )  # fmt: skip
+        child.start()
+        return child
     app = create_app(
         pipeline.board, pipeline.alerts, max_rows=settings.max_predict_rows, status=status,
         api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
-        labels_sink=labels, labels_topic=settings.labels_topic, lag=lag,
+        labels_sink=labels, labels_topic=settings.labels_topic or "labels", lag=lag,
     )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
@@ -334,7 +349,7 @@ def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer,
     app = create_app(
         replica.board, alerts, max_rows=settings.max_predict_rows, status=status,
         api_keys=settings.api_key_list(), open_reads=settings.api_open_reads,
-        labels_sink=labels_producer(settings), labels_topic=settings.labels_topic, lag=lag,
+        labels_sink=labels_producer(settings) if settings.labels_topic else None, labels_topic=settings.labels_topic or "labels", lag=lag,
         lifespan=[lambda: replica],
     )  # fmt: skip
     server = HttpServer(app, settings.http_host, settings.http_port)

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,11 +19,30 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from stream.alerts import AlertLog
 from stream.api.deps import State
+from stream.api.fastpath import FastPredict
 from stream.api.prometheus import ServingMetrics
 from stream.api.routes import alerts, dashboard, health, labels, metrics, models, predict
 from stream.runtime.board import ModelBoard
 
 ROUTERS = (health, models, predict, labels, alerts, metrics)
+
+
+class BodyLimit:
+    """Refuses a body whose declared length is over the limit before reading it (plain ASGI)."""
+
+    def __init__(self, app: Any, max_body_bytes: int):
+        self.app = app
+        self.limit = max_body_bytes
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for k, v in scope["headers"]:
+                if k == b"content-length" and v.isdigit() and int(v) > self.limit:
+                    body = orjson.dumps({"detail": f"request body is {v.decode()} bytes; the limit is {self.limit}"})
+                    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
 
 
 def create_app(
@@ -53,16 +73,6 @@ def create_app(
         lifespan=_lifespan,
     )
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        # refuse before reading: a huge body must not be buffered to be rejected
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_body_bytes:
-            return JSONResponse(
-                status_code=413, content={"detail": f"request body is {length} bytes; the limit is {max_body_bytes}"}
-            )
-        return await call_next(request)
-
     state = State(
         board, alert_log, max_rows, status,
         api_keys=api_keys, open_reads=open_reads, labels=labels_sink, labels_topic=labels_topic,
@@ -70,6 +80,9 @@ def create_app(
     state.metrics = ServingMetrics(state, lag)
     state.lag = lag
     app.state.driftline = state
+    # added last, so outermost: the fast path first, then the size guard, then FastAPI
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)
+    app.add_middleware(FastPredict, state=state, max_body_bytes=max_body_bytes)
     for module in ROUTERS:
         app.include_router(module.router)
     _add_live(app)
@@ -87,7 +100,28 @@ def create_app(
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         return JSONResponse(status_code=exc.status_code, content={"detail": detail}, headers=exc.headers)
 
+    _errors_in_openapi(app)
     return app
+
+
+def _errors_in_openapi(app: FastAPI) -> None:
+    """The document says what a 422 really carries: one ``detail`` string, as every error."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemas = schema.get("components", {}).get("schemas", {})
+            if "HTTPValidationError" in schemas:
+                schemas["HTTPValidationError"] = {
+                    "title": "HTTPValidationError", "type": "object", "required": ["detail"],
+                    "properties": {"detail": {"type": "string", "title": "Detail", "description": "each problem as `field: message`, joined by '; '"}},
+                }  # fmt: skip
+                schemas.pop("ValidationError", None)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _add_live(app: FastAPI) -> None:

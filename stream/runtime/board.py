@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,11 @@ class ModelBoard:
         self._models: dict[str, ServedModel] = {}
         self._history: dict[str, deque[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[ServedModel], None]] = []
+
+    def subscribe(self, listener: Callable[[ServedModel], None]) -> None:
+        """Call ``listener`` with each copy published from now on (in the publisher's thread: keep it short)."""
+        self._listeners.append(listener)
 
     def publish(self, served: ServedModel) -> None:
         with self._lock:
@@ -80,6 +86,8 @@ class ModelBoard:
             else:
                 past.append(entry)
             self._models = {**self._models, served.name: served}
+        for listener in self._listeners:
+            listener(served)
 
     def get(self, name: str) -> ServedModel | None:
         return self._models.get(name)

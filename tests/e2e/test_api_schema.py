@@ -56,7 +56,8 @@ def base_url(tmp_path_factory):
 
 def _operations(url: str):
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
-    ops = [result.ok() for result in schema.get_all_operations()]
+    # the Server-Sent Event streams never end by themselves; their own tests read them
+    ops = [op for op in (result.ok() for result in schema.get_all_operations()) if not op.path.endswith("/stream")]
     assert {(op.method.upper(), op.path) for op in ops} >= WRITES | {("POST", "/v1/models/{name}/predict"), ("GET", "/metrics")}
     return ops
 

@@ -185,3 +185,14 @@ def test_send_label_writes_what_the_pipeline_joins():
         send_label(log.producer(), "labels", "", 1)
     join = LabelJoin(task="classification", ttl_events=10, ttl_s=1.0, delay_ms=0, remember=5)
     assert join.take(0).joined == []  # no labels topic: nothing to take
+
+
+def test_a_dead_letter_carries_headers_naming_reason_source_and_pipeline(tmp_path):
+    log = InMemoryLog()
+    log.producer().send("events", b"{not json")
+    pipe = _pipeline(log, DirectoryStore(tmp_path))
+    pipe.step(10)
+    [rec] = log.consumer(["dead-letter"], "r").poll(10, 1)
+    headers = dict(rec.headers)
+    assert headers["reason"].startswith(b"not valid JSON") and headers["pipeline"] == b"j"
+    assert (headers["source.topic"], headers["source.partition"], headers["source.offset"]) == (b"events", b"0", b"0")

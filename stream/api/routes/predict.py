@@ -1,9 +1,9 @@
 """Predictions from the served copy of a model: never from the learner itself.
 
-The hot path. The route is ``async`` and does its work on the event loop: no thread-pool
-hop, one model call (the class is the most probable one, as every learner's
-``predict_many`` defines it), and the answer encoded by orjson without a response model
-pass.
+The documented route. Well-formed requests rarely reach it: ``fastpath.FastPredict``
+answers them in front of FastAPI with the same ``answer``; this route answers the rest,
+with the errors. It is ``async`` (no thread-pool hop) and makes one model call: the class
+is the most probable one, as every learner's ``predict_many`` defines it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, HTTPException, Query, Response
 
 from learners.exceptions import LearnerError
 from stream.api.deps import ModelDep, ReadAccess, StateDep
+from stream.api.fastpath import answer, predict_rows
 from stream.api.schemas import PredictManyResponse, PredictOneResponse, PredictRequest, Problem
 from stream.events import check_features
 from stream.exceptions import EventError
@@ -32,12 +32,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "a row the model cannot take, or a malformed body",
     }.items()
 }
-
-
-def _classes(proba: dict[Any, float]) -> tuple[Any, dict[str, float]]:
-    # the first most probable class, as predict_many picks it
-    y = max(proba, key=proba.__getitem__) if proba else None
-    return y, {str(k): float(v) for k, v in proba.items()}
 
 
 @router.post("/{name}/predict", response_model=PredictOneResponse | PredictManyResponse, responses=_ERRORS)
@@ -57,21 +51,12 @@ async def predict(
     try:
         for i, row in enumerate(rows):
             check_features(row, "x" if one else f"rows[{i}]")
-        probas = served.model.predict_proba_many(rows)
+        predictions = predict_rows(served, rows)
     except (EventError, LearnerError) as exc:
         raise HTTPException(422, str(exc)) from exc
     except Exception as exc:
         # the input is the only thing that varies between calls on an immutable copy
         raise HTTPException(422, f"the model could not predict this input: {type(exc).__name__}: {exc}") from exc
-    out: dict[str, Any]
-    if one:
-        y, proba = _classes(probas[0])
-        out = {"y": y, "proba": proba}
-    else:
-        out = {"predictions": [dict(zip(("y", "proba"), _classes(p), strict=True)) for p in probas]}
-    out["version"] = served.version
-    out["events_seen"] = served.events_seen
-    out["offsets"] = served.offsets
     if state.metrics is not None:
         state.metrics.observe_predict(served.name, len(rows), time.perf_counter() - started)
-    return Response(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS), media_type="application/json")
+    return Response(answer(served, predictions, one), media_type="application/json")
