@@ -18,6 +18,7 @@ up learning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -460,9 +461,13 @@ class _Outbox:
 
     def close(self, timeout: float = 5.0) -> None:
         """Deliver what is queued within ``timeout``, then stop."""
-        self._queue.put(None)
+        # a sender stuck on a dead receiver with a full queue: stop it, what is queued is lost (logged)
+        with contextlib.suppress(queue.Full):
+            self._queue.put(None, timeout=timeout)
         self._thread.join(timeout)
         self._stop.set()
+        if self._thread.is_alive():
+            logger.warning("alerts to %s: %d revision(s) not delivered at shutdown", self.name, self._queue.qsize())
 
 
 def post_json(url: str, timeout_s: float = 5.0) -> Callable[[Alert], None]:

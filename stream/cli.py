@@ -393,6 +393,9 @@ def cmd_produce(args: argparse.Namespace) -> int:
     if not settings.kafka_bootstrap_servers:
         console.print("[bold red]error:[/] --bootstrap-servers or KAFKA_BOOTSTRAP_SERVERS is required (`driftline services up` starts a local broker)")
         return 2
+    if args.stream and args.file is not None:
+        console.print("[bold red]error:[/] give either --stream (a generated stream) or a file, not both")
+        return 2
     if args.stream:
         events, total = stream_events(args), args.events
     else:

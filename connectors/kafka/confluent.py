@@ -554,7 +554,7 @@ class ConfluentSink:
             # fenced is for good: keep failing
             with self._error_lock:
                 self._error, self._fatal = err, fatal
-        if err.code() in _FENCED_CODES or (fatal is not None and fatal.code() in _FENCED_CODES):
+        if fenced:
             msg = f"producer fenced by another with the same transactional id: {fatal or err}"
             raise ProducerFencedError(msg)
         if self.transactional:

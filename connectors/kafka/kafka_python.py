@@ -27,7 +27,7 @@ from kafka.errors import KafkaConfigurationError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from connectors.base import Offsets, Record, TopicPartition, check_seek, topic_names
-from connectors.exceptions import ConnectorError, ProducerFencedError
+from connectors.exceptions import ConnectorError, OutputsLostError, ProducerFencedError
 from connectors.kafka._common import (
     DEFAULT_GIVE_UP_S,
     DEFAULT_STALL_WARN_S,
@@ -418,7 +418,7 @@ class KafkaPythonSink:
             if self._in_transaction:
                 self._abort_after("delivering a record", exc)
             msg = f"a record was not delivered, the transaction was aborted: {exc}"
-            raise ConnectorError(msg) from exc
+            raise OutputsLostError(msg) from exc
         log.warning("replacing the Kafka producer after a delivery error: %s", exc)
         old, self._producer = self._producer, self._new_producer()
         try:
@@ -489,9 +489,11 @@ class KafkaPythonSink:
                 self._producer.send_offsets_to_transaction(payload, source.group_metadata())
             self._producer.commit_transaction()
         except KafkaError as exc:
-            if not isinstance(exc, _FENCED):
-                self._abort_after("committing the transaction", exc)
-            raise _as_connector_error(exc, "committing the transaction") from exc
+            if isinstance(exc, _FENCED):
+                raise _as_connector_error(exc, "committing the transaction") from exc
+            self._abort_after("committing the transaction", exc)
+            msg = f"committing the transaction failed, it was aborted: {exc}"
+            raise OutputsLostError(msg) from exc
         self._in_transaction = False
         self._raise_pending()
 

@@ -159,6 +159,11 @@ class Pipeline:
         #: share of the probe's predictions the last new version flipped (None: none compared yet)
         self.last_churn: float | None = None
         self._router_shares: dict[str, float] = {}
+        #: the probe in use, how many versions it scored, and the last one's answers on it
+        self._probe_rows: list[dict[str, Any]] | None = None
+        self._probe_uses = 0
+        self._probe_preds: list[Any] | None = None
+        self._probe_version = -1
         #: the last checkpoint: seconds from sealing to stored, and the snapshot's size
         self.last_checkpoint_s = 0.0
         self.last_snapshot_bytes = 0
@@ -713,23 +718,41 @@ class Pipeline:
         return summary
 
     def _score_churn(self, copy: Learner) -> None:
-        """Compare a new version with the one served before it on the recent inputs.
+        """Compare a new version with the one served before it on a probe of recent inputs.
 
-        A router (DriftMoE) also says which expert it picks for each of those inputs; the
-        shares go with the version's metrics as ``router_e<j>``.
+        The probe is fixed for ``_PROBE_VERSIONS`` versions, so each new version costs one
+        prediction of it (the previous version's answers are kept); then it is taken afresh
+        from the latest inputs. A router (DriftMoE) also says which expert it picks for each
+        probe row; the shares go with the version's metrics as ``router_e<j>``.
         """
         prev = self._served
         if not self.settings.churn_probe_size or not self._probe or (prev is not None and prev.version == self.model_version):
             return
-        probe = list(self._probe)
+        if self._probe_rows is None or self._probe_uses >= _PROBE_VERSIONS:
+            self._probe_rows, self._probe_uses, self._probe_preds = list(self._probe), 0, None
+        rows = self._probe_rows
+        before = self._probe_preds if self._probe_preds is not None and prev is not None and self._probe_version == prev.version else None
         choices = getattr(copy, "router_choices", None)
-        if callable(choices):
-            picked = choices(probe)
-            self._router_shares = {f"router_e{j}": round(picked.count(j) / len(picked), 4) for j in sorted(set(picked))}
-        if prev is None:
+        try:
+            if before is None and prev is not None:
+                before = prev.model.predict_many(rows)
+            after = copy.predict_many(rows)
+            picked = choices(rows) if callable(choices) else []
+        except LearnerError as exc:
+            # a probe row the model no longer takes (the event was dead-lettered when learned):
+            # skip this version, and take a fresh probe next time
+            logger.debug("pipeline=%s churn probe refused (%s); taking a new one", self.name, exc)
+            self._probe_rows, self._probe_preds = None, None
             return
-        self.last_churn = round(predictive_churn(prev.model.predict_many(probe), copy.predict_many(probe)), 6)
+        self._probe_preds, self._probe_version, self._probe_uses = after, self.model_version, self._probe_uses + 1
+        if picked:
+            self._router_shares = {f"router_e{j}": round(picked.count(j) / len(picked), 4) for j in sorted(set(picked))}
+        if prev is None or before is None:
+            return
+        self.last_churn = round(predictive_churn(before, after), 6)
         self._emit(self.alert_manager.on_churn(self.last_churn, prev.version, self.model_version, self.counters.events))
 
 
+#: versions scored on one probe before it is taken afresh from the latest inputs
+_PROBE_VERSIONS = 10
 _ENCODER = msgspec.json.Encoder()

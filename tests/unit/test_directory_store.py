@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 from pathlib import Path
 
 import pytest
@@ -82,7 +81,9 @@ def _save_many(root: str, n: int, tag: int) -> list[int]:
 
 
 def test_concurrent_processes_get_distinct_versions(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
+    # spawn, not fork: a fork of this many-threaded test process (Kafka clients, torch) can
+    # inherit a lock held at the moment of the fork and hang
+    ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(3) as pool:
         results = pool.starmap(_save_many, [(str(tmp_path), 15, t) for t in range(3)])
     versions = sorted(v for r in results for v in r)
