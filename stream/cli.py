@@ -36,16 +36,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _json_arg(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
-
-
 #: the pipeline settings that have flags (the rest: environment, or a --config file)
 PIPELINE_FLAGS = ("pipeline", "task", "learner", "learner_params", "seed", "batch_size", "detector")
 _FLAG_ALIASES = {"http_host": "--host", "http_port": "--port"}
