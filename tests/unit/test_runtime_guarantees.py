@@ -288,6 +288,15 @@ class _CommittedSource:
         return getattr(self._inner, name)
 
 
+def _transactional(log, store, sink=None, **kw) -> Pipeline:
+    """A pipeline whose outputs go through a transactional sink and whose source knows the
+    group's committed offsets, as with Kafka."""
+    return _pipeline(
+        log, store, source=_CommittedSource(log, log.consumer(["events"], "g")),
+        sink=sink if sink is not None else TransactionalMemorySink(log), **kw,
+    )
+
+
 def test_transactional_outputs_reach_readers_once_across_a_crash(tmp_path):
     events = _events(3000)
     log = InMemoryLog()
@@ -295,11 +304,7 @@ def test_transactional_outputs_reach_readers_once_across_a_crash(tmp_path):
     store = DirectoryStore(tmp_path)
 
     def build():
-        return _pipeline(
-            log, store, checkpoint_every_events=1000,
-            source=_CommittedSource(log, log.consumer(["events"], "g")),
-            sink=TransactionalMemorySink(log),
-        )
+        return _transactional(log, store, checkpoint_every_events=1000)
 
     first = build()
     first.restore()
@@ -358,10 +363,7 @@ def test_lost_outputs_rewind_to_the_last_snapshot_in_process(tmp_path, learner):
     log = InMemoryLog()
     _feed(log, events)
     sink = LosingSink(log, lose_at={2, 3, 6})
-    pipe = _pipeline(
-        log, DirectoryStore(tmp_path), learner=learner, checkpoint_every_events=500,
-        source=_CommittedSource(log, log.consumer(["events"], "g")), sink=sink,
-    )
+    pipe = _transactional(log, DirectoryStore(tmp_path), sink, learner=learner, checkpoint_every_events=500)
     pipe.restore()
     pipe.run(max_events=3000)
     assert sink.attempts > sink.commits >= 6
@@ -379,10 +381,7 @@ def test_lost_outputs_rewind_to_the_last_snapshot_in_process(tmp_path, learner):
 def test_outputs_lost_again_and_again_stop_the_pipeline(tmp_path):
     log = InMemoryLog()
     _feed(log, _events(2000))
-    pipe = _pipeline(
-        log, DirectoryStore(tmp_path), checkpoint_every_events=500,
-        source=_CommittedSource(log, log.consumer(["events"], "g")), sink=LosingSink(log, lose_at=set(range(2, 100))),
-    )
+    pipe = _transactional(log, DirectoryStore(tmp_path), LosingSink(log, lose_at=set(range(2, 100))), checkpoint_every_events=500)
     pipe.restore()
     with pytest.raises(PipelineError, match="outputs lost 6 times in a row"):
         pipe.run(max_events=2000)
@@ -395,10 +394,7 @@ def test_a_crash_before_the_first_snapshot_replays_from_the_start(tmp_path):
     store = DirectoryStore(tmp_path)
 
     def build():
-        return _pipeline(
-            log, store, checkpoint_every_events=10**6,
-            source=_CommittedSource(log, log.consumer(["events"], "g")), sink=TransactionalMemorySink(log),
-        )
+        return _transactional(log, store, checkpoint_every_events=10**6)
 
     first = build()
     first.restore()
