@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import json
 import logging
 import os
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         level=os.environ.get("DRIFTLINE_LOG_LEVEL", "WARNING").upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    if hasattr(signal, "SIGUSR1"):
+        # `kill -USR1 <pid>` prints every thread's stack: what a stuck worker waits on
+        with contextlib.suppress(ValueError, OSError):  # stderr without a file (captured)
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args) or 0)
     except DriftlineError as exc:

@@ -385,7 +385,7 @@ def build_fleet_parts(pipelines: list[Settings], process: Any) -> FleetParts:
     group = hashlib.sha256(",".join(sorted(s.pipeline for s in pipelines)).encode()).hexdigest()[:16]
     roster = RedisRoster(process.redis_url, group, ttl_ms=ttl_ms)
     store = RedisStore(process.redis_url, keep=process.snapshot_keep)
-    key = snapshot_key(pipelines[0], required=True)
+    snapshot_key(pipelines[0], required=True)  # fails early, naming the setting, when no key is set
     owner = roster.member
 
     def open_lease_for(s: Settings) -> Any:

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -444,6 +445,8 @@ class ConfluentSink:
         self._error: KafkaError | None = None
         self._fatal: KafkaError | None = None
         self._error_lock = threading.Lock()
+        #: (producer generation, error, fatal) as the callbacks reported them
+        self._reported: deque[tuple[int, KafkaError, bool]] = deque()
         # errors from a producer already replaced must not fail the new one
         self._generation = 0
         self._unpolled = 0
@@ -475,9 +478,18 @@ class ConfluentSink:
             raise ConnectorError(msg) from exc
 
     def _on_error(self, generation: int, err: KafkaError, *, fatal: bool = False) -> None:
-        with self._error_lock:
+        # runs inside librdkafka's callbacks, on whichever thread is serving the producer:
+        # it takes no lock (a callback that waited for one could wait for ever), it only
+        # reports; _collect sorts the reports out
+        self._reported.append((generation, err, fatal))
+
+    def _collect(self) -> None:
+        """Move the callbacks' reports about the current producer into ``_error``/``_fatal``
+        (the caller holds ``_error_lock``)."""
+        while self._reported:
+            generation, err, fatal = self._reported.popleft()
             if generation != self._generation:
-                return
+                continue
             if fatal and self._fatal is None:
                 self._fatal = err
             if self._error is None:
@@ -523,6 +535,7 @@ class ConfluentSink:
         log.warning("%s: replacing the transactional producer", what)
         with self._error_lock:
             self._generation += 1
+            self._reported.clear()
             self._error = self._fatal = None
         # the old producer may still be blocked inside a call on a helper thread: it is
         # kept, not closed under that call
@@ -541,10 +554,12 @@ class ConfluentSink:
         finally:
             self._in_transaction = False
         with self._error_lock:
+            self._collect()
             self._error = None
 
     def _raise_pending(self) -> None:
         with self._error_lock:
+            self._collect()
             err, self._error = self._error, None
             fatal, self._fatal = self._fatal, None
         if err is None:
@@ -681,10 +696,13 @@ class ConfluentSink:
         self._call(self._producer.abort_transaction, "aborting the transaction")
         self._in_transaction = False
         with self._error_lock:
+            self._collect()
             self._error = None
 
     def close(self) -> None:
         """Flush and close; an open transaction is aborted, not committed."""
+        with self._error_lock:
+            self._collect()
         if self._in_transaction and self._fatal is None:
             self._in_transaction = False
             try:
@@ -695,6 +713,8 @@ class ConfluentSink:
             if self._producer.flush(10):
                 # an unreachable broker must not make close() wait for ever
                 self._producer.purge()
+            with self._error_lock:
+                self._collect()
             with warnings.catch_warnings():
                 # close() tries to abort the transaction a fenced producer still holds,
                 # and warns that it cannot: that is known and already raised

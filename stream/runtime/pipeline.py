@@ -41,7 +41,7 @@ from typing import Any
 import msgspec
 
 from connectors.base import Record, Sink, SnapshotStore, Source, TopicPartition, send_many
-from connectors.exceptions import OutputsLostError, StaleFencingTokenError, StoreUnavailableError
+from connectors.exceptions import OutputsLostError, ProducerFencedError, StaleFencingTokenError, StoreUnavailableError
 from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
@@ -322,6 +322,10 @@ class Pipeline:
                     raise LeaseLostError(f"{self._halted}; this worker stopped without writing")
                 self._final_checkpoint()
                 break
+            except ProducerFencedError as exc:
+                # only a newer instance of this pipeline's transactional id fences ours: the
+                # pipeline has another worker now, exactly as when the lease is lost
+                raise LeaseLostError(f"pipeline {self.name!r}: {exc}; another worker writes its outputs now, this one stopped") from exc
             except OutputsLostError as exc:
                 self._rewinds += 1
                 if self._rewinds > MAX_REWINDS:

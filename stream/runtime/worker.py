@@ -39,9 +39,20 @@ class LeaseKeeper:
     def start(self) -> None:
         self._thread.start()
 
+    def join(self) -> None:
+        """Wait for the renewals to end (after ``stop`` is set): a renewal still running
+        when the lease is released would take it again, for nobody."""
+        self._thread.join()
+
     def _run(self) -> None:
         every = self._lease.ttl_ms / 3000.0
-        while not self._stop.wait(every):
+        due = self._clock() + every
+        while not self._stop.wait(max(0.0, due - self._clock())):
+            late = self._clock() - due
+            if late > every:
+                # a starved process renews late; past the lease's life it loses the pipeline
+                logger.warning("pipeline=%s lease renewal %.1fs late (the lease lives %.1fs)", self._pipeline.name, late, self._lease.ttl_ms / 1000)
+            due = self._clock() + every
             try:
                 if self._lease.renew():
                     continue
@@ -105,5 +116,6 @@ def run_leased(pipeline: Pipeline, lease: object, stop: threading.Event, *, max_
         pipeline.run(max_events=max_events, stop=stop)
     finally:
         stop.set()
+        keeper.join()
     with contextlib.suppress(StoreUnavailableError):
         lease.release()

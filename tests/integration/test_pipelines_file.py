@@ -121,7 +121,14 @@ def _same(a: dict, b: dict) -> None:
 
 def _finished(procs: list[subprocess.Popen], logs: list[Path], timeout_s: float = 300) -> None:
     for p, log in zip(procs, logs, strict=True):
-        assert p.wait(timeout_s) == 0, log.read_text()[-3000:]
+        try:
+            p.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGUSR1)  # the worker prints its threads' stacks
+            time.sleep(1)
+            p.kill()
+            p.wait()
+        assert p.returncode == 0, log.read_text()[-6000:]
 
 
 def test_three_pipelines_in_one_worker_count_exactly_and_learn_as_alone(tmp_path, kafka_bootstrap, redis_url, unique_name):
@@ -162,7 +169,7 @@ def test_three_pipelines_in_one_worker_count_exactly_and_learn_as_alone(tmp_path
         k: want[k] for k in ("on_time", "late", "duplicate", "unknown", "expired")
     }
     assert len(late["join"]["waiting"]) == waiting + n % BATCH
-    _, regression = _state(store, f"{reg}-together")
+    _state(store, f"{reg}-together")  # the regressor wrote its snapshot
     summary = read_header(store.load_latest(f"{reg}-together")[1]).metrics
     assert set(summary) >= {"mae", "rmse", "r2", "rolling_mae", "rolling_rmse", "rolling_r2"}
     assert summary["r2"] > 0.5, summary  # it learned the target
@@ -192,7 +199,7 @@ def test_sigkills_with_delayed_labels_leave_the_state_of_one_uninterrupted_run(t
 
     for threshold in sorted(rng.sample(range(every, n - every, 500), kills)):
         proc = _worker(env, cfg_c, n, log)
-        _wait(lambda t=threshold: seen() >= t or proc.poll() is not None, 120, f"a snapshot past {threshold}", [log])
+        _wait(lambda t=threshold, p=proc: seen() >= t or p.poll() is not None, 120, f"a snapshot past {threshold}", [log])
         time.sleep(rng.uniform(0.0, 0.3))  # past the snapshot: learned work is lost and redone
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

@@ -13,8 +13,8 @@ from learners import checks
 from learners.registry import make_learner
 from stream.config import load_settings
 from stream.events import Event
-from stream.join import LabelJoin, decode_label, encode_label, send_label
 from stream.exceptions import EventError
+from stream.join import LabelJoin, decode_label, encode_label, send_label
 from stream.runtime import Pipeline
 from stream.snapshot import open_snapshot
 from stream.synth import delayed_labels, sea_stream

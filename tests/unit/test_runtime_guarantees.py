@@ -10,13 +10,13 @@ import random
 import pytest
 
 from connectors.directory import DirectoryStore
-from connectors.exceptions import OutputsLostError
+from connectors.exceptions import OutputsLostError, ProducerFencedError
 from connectors.memory import InMemoryLog
 from learners import checks
 from learners.registry import make_learner
 from stream.config import load_settings
 from stream.events import Event
-from stream.exceptions import ConfigError, PipelineError, SnapshotError
+from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
 from stream.runtime import Pipeline
 from stream.snapshot import open_snapshot, read_header
 from stream.synth import sea_stream
@@ -385,6 +385,37 @@ def test_outputs_lost_again_and_again_stop_the_pipeline(tmp_path):
     pipe.restore()
     with pytest.raises(PipelineError, match="outputs lost 6 times in a row"):
         pipe.run(max_events=2000)
+
+
+class FencedSink(TransactionalMemorySink):
+    """A newer producer with the same transactional id took over at the chosen commit."""
+
+    def __init__(self, log: InMemoryLog, fenced_at: int):
+        super().__init__(log)
+        self.fenced_at = fenced_at
+        self.attempts = 0
+
+    def commit_transaction(self, offsets, source):
+        self.attempts += 1
+        if self.attempts >= self.fenced_at:
+            raise ProducerFencedError("producer fenced by another with the same transactional id")
+        super().commit_transaction(offsets, source)
+
+
+def test_a_fenced_producer_stops_the_pipeline_as_a_lost_lease_without_writing(tmp_path):
+    log = InMemoryLog()
+    _feed(log, _events(2000))
+    store = DirectoryStore(tmp_path)
+    sink = FencedSink(log, fenced_at=3)
+    # transactions commit at the checkpoints only: at 512 and 1024, then fenced at 1536
+    pipe = _transactional(log, store, sink, checkpoint_every_events=500, output_commit_every_s=3600)
+    pipe.restore()
+    with pytest.raises(LeaseLostError, match="another worker writes its outputs now"):
+        pipe.run(max_events=2000)
+    # no rewind, no retry: the commits before the fence, and their snapshots, are all there is
+    assert sink.attempts == 3 and sink.commits == 2
+    assert read_header(store.load_latest("t")[1]).events_seen == 1024
+    assert log.committed("g") == {("events", 0): 1024}
 
 
 def test_a_crash_before_the_first_snapshot_replays_from_the_start(tmp_path):

@@ -36,7 +36,7 @@ def _write(tmp_path, text):
 def test_a_good_file_gives_each_pipeline_its_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("DRIFTLINE_LEARNER", "river:tree.HoeffdingTreeClassifier")  # the file wins
     monkeypatch.setenv("DRIFTLINE_BATCH_TIMEOUT_MS", "7")  # a process setting from the environment
-    (fraud_spec, fraud), (_, price) = load_pipelines(_write(tmp_path, GOOD))
+    (_, fraud), (_, price) = load_pipelines(_write(tmp_path, GOOD))
     assert (fraud.pipeline, fraud.learner, fraud.learner_params) == ("fraud", "driftmoe", {"n_experts": 4})
     assert (fraud.labels_topic, fraud.label_ttl_events, fraud.label_ttl_s) == ("tx-labels", 5000, 3600.0)
     assert (fraud.label_on_expiry, fraud.label_default, fraud.checkpoint_every_events) == ("learn_default", "legit", 2000)
