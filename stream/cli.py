@@ -226,7 +226,7 @@ def cmd_worker_config(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream.runtime.worker import run_leased, wait_for_lease
+    from stream.runtime.worker import LeaseKeeper, run_leased, wait_for_lease
     from stream.service import build_worker, open_lease, prepare_kafka
 
     if args.config is not None:
@@ -242,11 +242,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     token = wait_for_lease(lease, stop, on_wait=standby)
     if token is None:
         return 0
+    keeper = LeaseKeeper(lease, settings.pipeline, stop)
+    keeper.start()
     pipeline = build_worker(settings, fencing_token=token)
+    keeper.attach(pipeline)
     pipeline.restore()
     return _run_loop(
         pipeline, settings, args, None, stop=stop,
-        runner=lambda: run_leased(pipeline, lease, stop, max_events=args.events),
+        runner=lambda: run_leased(pipeline, lease, stop, max_events=args.events, keeper=keeper),
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from stream.config import Settings
 from stream.exceptions import LeaseLostError
 from stream.runtime.pipeline import Pipeline
-from stream.runtime.worker import run_leased
+from stream.runtime.worker import LeaseKeeper, run_leased
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +173,14 @@ class Fleet:
 
     def _body(self, slot: Slot, token: int) -> None:
         pipeline = None
+        keeper = LeaseKeeper(slot.lease, slot.name, slot.stop)
+        keeper.start()
         try:
             pipeline = self._build(slot.settings, token)
             slot.pipeline = pipeline
+            keeper.attach(pipeline)
             pipeline.restore()
-            run_leased(pipeline, slot.lease, slot.stop, max_events=self.max_events)
+            run_leased(pipeline, slot.lease, slot.stop, max_events=self.max_events, keeper=keeper)
             done = self.max_events is not None and pipeline.counters.events >= self.max_events
             slot.error = None
             slot.state = "done" if done else "stopping"
@@ -188,9 +191,13 @@ class Fleet:
             logger.exception("fleet: pipeline %s failed", slot.name)
             slot.error = f"{type(exc).__name__}: {exc}"
             slot.state = "failed"
+            slot.stop.set()
+            keeper.join()
             with contextlib.suppress(Exception):
                 slot.lease.release()
         finally:
+            slot.stop.set()
+            keeper.join()
             if pipeline is not None:
                 close_pipeline(pipeline)
 

@@ -20,24 +20,34 @@ import time
 from collections.abc import Callable
 
 from connectors.exceptions import StoreUnavailableError
+from stream.exceptions import LeaseLostError
 from stream.runtime.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews a held lease every third of its life; sets ``lost`` when it is gone for good."""
+    """Renews a held lease every third of its life; sets ``lost`` when it is gone for good.
 
-    def __init__(self, lease: object, pipeline: Pipeline, stop: threading.Event, *, clock: Callable[[], float] = time.monotonic):
+    It starts when the lease is taken, before the pipeline exists: building one (its
+    producer fences the previous holder's transaction) and restoring its snapshot can
+    take longer than the lease lives. ``attach`` hands it the pipeline once built.
+    """
+
+    def __init__(self, lease: object, name: str, stop: threading.Event, *, clock: Callable[[], float] = time.monotonic):
         self._lease = lease
-        self._pipeline = pipeline
+        self._name = name
+        self._pipeline: Pipeline | None = None
         self._stop = stop
         self._clock = clock
         self.lost = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{pipeline.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"lease-{name}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
+
+    def attach(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
 
     def join(self) -> None:
         """Wait for the renewals to end (after ``stop`` is set): a renewal still running
@@ -51,7 +61,7 @@ class LeaseKeeper:
             late = self._clock() - due
             if late > every:
                 # a starved process renews late; past the lease's life it loses the pipeline
-                logger.warning("pipeline=%s lease renewal %.1fs late (the lease lives %.1fs)", self._pipeline.name, late, self._lease.ttl_ms / 1000)
+                logger.warning("pipeline=%s lease renewal %.1fs late (the lease lives %.1fs)", self._name, late, self._lease.ttl_ms / 1000)
             due = self._clock() + every
             try:
                 if self._lease.renew():
@@ -59,31 +69,35 @@ class LeaseKeeper:
                 if self._retake():
                     continue
             except StoreUnavailableError as exc:
-                logger.warning("pipeline=%s lease renewal failed, learning goes on: %s", self._pipeline.name, exc)
+                logger.warning("pipeline=%s lease renewal failed, learning goes on: %s", self._name, exc)
                 continue
             try:
                 holder = self._lease.holder()
             except StoreUnavailableError:
                 holder = None
-            logger.error("pipeline=%s lost its lease to %s; stopping", self._pipeline.name, holder)
+            logger.error("pipeline=%s lost its lease to %s; stopping", self._name, holder)
             self.lost.set()
-            self._pipeline.halt(f"another worker ({holder}) holds the lease of pipeline {self._pipeline.name!r} now")
+            if self._pipeline is not None:
+                self._pipeline.halt(f"another worker ({holder}) holds the lease of pipeline {self._name!r} now")
             self._stop.set()
             return
 
     def _retake(self) -> bool:
         # The lease expired while Redis was away. Take it again only if nobody else wrote a
         # snapshot since ours: then this worker's state is still the newest.
+        pipeline = self._pipeline
+        if pipeline is None:  # not restored yet: nothing shows whose state is newest
+            return False
         token = self._lease.acquire()
         if token is None:
             return False
-        latest = self._pipeline.store.load_latest(self._pipeline.name)
-        ours = self._pipeline.snapshot_version
+        latest = pipeline.store.load_latest(self._name)
+        ours = pipeline.snapshot_version
         if latest is not None and latest[0] != ours:
             self._lease.release()
             return False
-        logger.warning("pipeline=%s lease expired during an outage and was taken again (token %d)", self._pipeline.name, token)
-        self._pipeline.fencing_token = token
+        logger.warning("pipeline=%s lease expired during an outage and was taken again (token %d)", self._name, token)
+        pipeline.fencing_token = token
         return True
 
 
@@ -108,11 +122,19 @@ def wait_for_lease(lease: object, stop: threading.Event, *, poll_s: float = 0.5,
     return None
 
 
-def run_leased(pipeline: Pipeline, lease: object, stop: threading.Event, *, max_events: int | None = None) -> None:
-    """Restore and run ``pipeline`` under a lease already taken; release it on a clean stop."""
-    keeper = LeaseKeeper(lease, pipeline, stop)
-    keeper.start()
+def run_leased(pipeline: Pipeline, lease: object, stop: threading.Event, *, max_events: int | None = None, keeper: LeaseKeeper | None = None) -> None:
+    """Run ``pipeline`` under a lease already taken; release it at the end.
+
+    ``keeper``: the renewals the caller started when it took the lease; without one they
+    start now.
+    """
+    if keeper is None:
+        keeper = LeaseKeeper(lease, pipeline.name, stop)
+        keeper.start()
+    keeper.attach(pipeline)
     try:
+        if keeper.lost.is_set():
+            raise LeaseLostError(f"pipeline {pipeline.name!r}: the lease was lost while the pipeline started; this worker stopped without writing")
         pipeline.run(max_events=max_events, stop=stop)
     finally:
         stop.set()

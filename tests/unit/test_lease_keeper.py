@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from stream.runtime.worker import run_leased
 
 
@@ -76,3 +78,49 @@ def test_the_lease_is_released_only_after_the_renewal_under_way_ends():
             thread.join(5)  # whatever the keeper still does, let it finish
     assert lease.held is False
     assert lease.calls[-1] == "release" and "acquire" not in lease.calls
+
+
+class CountingLease:
+    """Renews while ``keep`` is set; afterwards another worker holds it."""
+
+    ttl_ms = 30
+
+    def __init__(self):
+        self.keep = True
+        self.renewals = 0
+        self.thrice = threading.Event()
+
+    def renew(self) -> bool:
+        self.renewals += 1
+        if self.renewals >= 3:
+            self.thrice.set()
+        return self.keep
+
+    def acquire(self):
+        return None
+
+    def release(self) -> bool:
+        return False
+
+    def holder(self):
+        return "other:1"
+
+
+class NeverRun(StoppingPipeline):
+    def run(self, max_events=None, stop=None):
+        raise AssertionError("a pipeline whose lease was lost while it started must not run")
+
+
+def test_the_lease_is_renewed_while_the_pipeline_is_built_and_lost_then_it_never_runs():
+    from stream.exceptions import LeaseLostError
+    from stream.runtime.worker import LeaseKeeper
+
+    stop = threading.Event()
+    lease = CountingLease()
+    keeper = LeaseKeeper(lease, "p", stop)
+    keeper.start()  # taken: renewed from now, with no pipeline built yet
+    assert lease.thrice.wait(5) and not keeper.lost.is_set()
+    lease.keep = False  # the build outlasted the lease: another worker took it
+    assert keeper.lost.wait(5) and stop.is_set()
+    with pytest.raises(LeaseLostError, match="lost while the pipeline started"):
+        run_leased(NeverRun(SlowLease(stop)), lease, stop, keeper=keeper)
