@@ -32,8 +32,8 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(256, ge=1, le=65_536, description="Micro-batch: poll up to this many events.")
     batch_timeout_ms: int = Field(100, ge=1, le=60_000, description="Micro-batch: wait at most this long for the first event.")
-    checkpoint_every_events: int = Field(10_000, ge=1, description="Checkpoint after this many events...")
-    checkpoint_every_s: float = Field(30.0, gt=0, description="...or after this many seconds, whichever comes first.")
+    checkpoint_every_events: int = Field(100_000, ge=1, description="Checkpoint after this many events...")
+    checkpoint_every_s: float = Field(5.0, gt=0, description="...or after this many seconds, whichever comes first: a restart replays at most about this much work.")
     publish_every_s: float = Field(0.5, gt=0, description="Refresh the served copy of the model this often.")
     output_commit_every_s: float = Field(1.0, gt=0, description="Kafka: commit the transaction of outputs and offsets this often (and at each checkpoint).")
 

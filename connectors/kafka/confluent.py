@@ -50,7 +50,12 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 #: Producer defaults; any of them can be overridden through ``options``.
-PRODUCER_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "acks": "all"}
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "linger.ms": 5,
+    "acks": "all",
+    # only failures are acted on: a Python call per delivered record would cost more than producing it
+    "delivery.report.only.error": True,
+}
 
 #: how long past its own timeout a transactional call may take before the producer is given up
 _TXN_CALL_GRACE_S = 5.0
@@ -442,6 +447,10 @@ class ConfluentSink:
         }
         if transactional_id is not None:
             self._config["transactional.id"] = transactional_id
+            # a transaction that starts while the last one's markers are still being written
+            # is refused (CONCURRENT_TRANSACTIONS) and retried after this backoff, growing
+            # exponentially: librdkafka's 100 ms start doubled the cost of every commit
+            self._config.setdefault("retry.backoff.ms", 10)
         self._error: KafkaError | None = None
         self._fatal: KafkaError | None = None
         self._error_lock = threading.Lock()
