@@ -508,10 +508,10 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    import base64
     import uuid
 
     from connectors.kafka import open_sink, open_source
+    from stream.dead_letters import read_dead_letter
 
     settings = load_settings(kafka_bootstrap_servers=args.bootstrap_servers)
     if not settings.kafka_bootstrap_servers:
@@ -531,21 +531,17 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 continue
             idle_since = time.monotonic()
             for rec in batch:
-                headers = {k: v.decode(errors="replace") for k, v in rec.headers}
-                try:
-                    body = json.loads(rec.value)
-                    original = base64.b64decode(body["value_b64"])
-                except (ValueError, KeyError, TypeError):
-                    body, original = {}, rec.value
-                reason = headers.get("reason", body.get("reason", "?"))
-                if args.reason and args.reason not in reason:
+                dead = read_dead_letter(rec)
+                if args.reason and args.reason not in dead.reason:
                     continue
                 seen += 1
-                origin = f"{headers.get('source.topic', body.get('topic'))}[{headers.get('source.partition', body.get('partition'))}]@{headers.get('source.offset', body.get('offset'))}"
-                console.print(f"{headers.get('pipeline', body.get('pipeline', '?'))} {origin}: {reason}", soft_wrap=True)
+                console.print(f"{dead.pipeline} {dead.topic}[{dead.partition}]@{dead.offset}: {dead.reason}", soft_wrap=True, markup=False)
                 if sink is not None:
-                    to = args.to or headers.get("source.topic") or body.get("topic")
-                    sink.send(to, original, key=rec.key)
+                    to = args.to or (dead.topic if dead.topic != "?" else None)
+                    if to is None:
+                        console.print(f"  not re-sent: no source.topic header; name one with --to ({rec.topic}[{rec.partition}]@{rec.offset})", markup=False)
+                        continue
+                    sink.send(to, dead.value, key=dead.key)
                     replayed += 1
                 if args.max is not None and seen >= args.max:
                     break

@@ -27,7 +27,6 @@ offsets committed, so offsets never pass the last durable snapshot.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import pickle
@@ -46,6 +45,7 @@ from learners.base import Learner
 from learners.exceptions import LearnerError
 from stream.alerts import Alert, AlertLog, AlertManager, Where, rules_from
 from stream.config import Settings
+from stream.dead_letters import dead_letter_headers
 from stream.evaluation import make_metrics, predictive_churn
 from stream.events import Event, decode_events
 from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
@@ -550,21 +550,9 @@ class Pipeline:
         logger.warning("pipeline=%s dead-letter %s[%d]@%d: %s", self.name, rec.topic, rec.partition, rec.offset, reason)
         if self._replaying(rec):
             return
-        body = {
-            "pipeline": self.name,
-            "reason": reason,
-            "topic": rec.topic,
-            "partition": rec.partition,
-            "offset": rec.offset,
-            "value_b64": base64.b64encode(rec.value).decode(),
-        }
-        # the same facts as Kafka headers too, so any Kafka tool can route or filter on them
-        headers = [
-            ("reason", reason.encode()), ("kind", kind.encode()), ("pipeline", self.name.encode()),
-            ("source.topic", rec.topic.encode()), ("source.partition", str(rec.partition).encode()),
-            ("source.offset", str(rec.offset).encode()),
-        ]  # fmt: skip
-        self.sink.send(self.settings.dead_letter_topic, json.dumps(body).encode(), key=rec.key, headers=headers)
+        # the original bytes and key, and why as headers (stream.dead_letters)
+        headers = dead_letter_headers(self.name, rec, reason, kind)
+        self.sink.send(self.settings.dead_letter_topic, rec.value, key=rec.key, headers=headers)
         self._outputs_open = True
 
     def _watch_inputs(self, events: list[Event], origin: list[Record], first_index: int) -> None:

@@ -39,16 +39,16 @@ def _env(kafka: str, redis: str) -> dict[str, str]:
     }  # fmt: skip
 
 
-def _produce(kafka: str, topics: list[str], records: list[tuple[str, bytes, int]]) -> None:
-    """(topic, value, timestamp ms) in order, one partition each, timestamps as given."""
+def _produce(kafka: str, topics: list[str], records: list[tuple]) -> None:
+    """(topic, value, timestamp ms[, headers]) in order, one partition each, timestamps as given."""
     admin = KafkaAdmin(kafka)
     admin.create_topics(topics, 1)
     admin.close()
     producer = Producer({"bootstrap.servers": kafka, "linger.ms": 20, "enable.idempotence": True})
-    for topic, value, ts in records:
+    for topic, value, ts, *headers in records:
         while True:
             try:
-                producer.produce(topic, value, timestamp=ts)
+                producer.produce(topic, value, timestamp=ts, headers=headers[0] if headers else None)
                 break
             except BufferError:
                 producer.poll(0.1)
@@ -268,19 +268,18 @@ def test_three_workers_share_six_pipelines_and_a_dead_ones_move_within_ten_secon
 
 
 def test_dead_letters_are_listed_and_replayed_as_their_original_bytes(tmp_path, kafka_bootstrap, unique_name, capsys):
-    import base64
-    import json
-
+    from connectors.base import Record
     from connectors.kafka import open_source
     from stream.cli import main
+    from stream.dead_letters import dead_letter_headers
 
     dead, fixed = unique_name("dead"), unique_name("fixed")
     original = [b'{"id": "a", "x": {"f": NaN}}', b"\xff\xfe not utf-8"]
+    # as the pipeline writes them: the original bytes, and why as headers
     records = [
-        (dead, json.dumps({"pipeline": "p", "reason": f"reason {i}", "topic": "ev", "partition": 0, "offset": i,
-                           "value_b64": base64.b64encode(v).decode()}).encode(), int(time.time() * 1000))
+        (dead, v, int(time.time() * 1000), dead_letter_headers("p", Record("ev", 0, i, v), f"reason {i}", "invalid_event"))
         for i, v in enumerate(original)
-    ]  # fmt: skip
+    ]
     _produce(kafka_bootstrap, [dead, fixed], records)
     assert main(["dead-letters", dead, "--bootstrap-servers", kafka_bootstrap]) == 0
     out = " ".join(capsys.readouterr().out.split())

@@ -45,6 +45,16 @@ def _feed(log, events, topic="events"):
         sink.send(topic, ev.to_json())
 
 
+def _dead_letters(log) -> list:
+    from stream.dead_letters import read_dead_letter
+
+    consumer = log.consumer(["dead-letter"], "reader")
+    out = []
+    while batch := consumer.poll(10_000, 1):
+        out.extend(read_dead_letter(r) for r in batch)
+    return out
+
+
 def _topic(log, topic):
     consumer = log.consumer([topic], "reader")
     out = []
@@ -88,9 +98,10 @@ def test_bad_events_go_to_dead_letter_with_reason_and_nothing_stops(tmp_path):
     pipe = _pipeline(log, DirectoryStore(tmp_path))
     pipe.run(max_events=10)
 
-    dead = _topic(log, "dead-letter")
-    assert [(d["offset"], d["reason"][:14]) for d in dead] == [(5, "not valid JSON"), (6, "x['a'] must be")]
-    assert dead[0]["value_b64"] == "e25vdCBqc29u"
+    dead = _dead_letters(log)
+    assert [(d.offset, d.reason[:14], d.kind) for d in dead] == [(5, "not valid JSON", "invalid_event"), (6, "x['a'] must be", "invalid_event")]
+    assert [d.value for d in dead] == [b"{not json", b'{"id": "n", "x": {"a": NaN}, "y": 1}']  # the original bytes
+    assert {(d.pipeline, d.topic, d.partition) for d in dead} == {("t", "events", 0)}
     assert pipe.counters.events == 10 and pipe.counters.dead_letters == 2
     assert pipe.offsets == {("events", 0): 12}
 
@@ -217,10 +228,10 @@ def test_an_event_the_learner_cannot_learn_is_dead_lettered_and_the_rest_learned
     # one micro-batch of exactly these four, so it is learned before the run ends
     pipe = _pipeline(log, DirectoryStore(tmp_path), batch_size=4)
     pipe.run(max_events=4)
-    dead = _topic(log, "dead-letter")
+    dead = _dead_letters(log)
     # 'a' is first seen as a number in this very batch, so the kind clash shows at learning
-    assert [d["offset"] for d in dead] == [2]
-    assert "learner could not learn the event" in dead[0]["reason"] and "['a'] is a string" in dead[0]["reason"]
+    assert [(d.offset, d.kind) for d in dead] == [(2, "learner_refused")]
+    assert "learner could not learn the event" in dead[0].reason and "['a'] is a string" in dead[0].reason
     assert pipe.learner._n_learned == 3 and pipe.counters.dead_letters == 1
 
 

@@ -194,8 +194,11 @@ def test_an_unexpected_error_on_one_event_dead_letters_that_event(tmp_path):
     settings = load_settings(learner=TREE, pipeline="t", batch_timeout_ms=1, batch_size=100)
     pipe = Pipeline(settings, lambda: _PickyLearner(make_learner(TREE, {}, 0)), log.consumer(["events"], "g"), log.producer(), DirectoryStore(tmp_path), KEY)
     pipe.run(max_events=199)
-    dead = _topic(log, "dead-letter")
-    assert [(d["offset"], d["reason"]) for d in dead] == [(50, "prediction failed (ZeroDivisionError): x0 of 4.2")]
+    from stream.dead_letters import read_dead_letter
+
+    dead = [read_dead_letter(r) for r in log.consumer(["dead-letter"], "reader").poll(100, 1)]
+    assert [(d.offset, d.reason, d.kind) for d in dead] == [(50, "prediction failed (ZeroDivisionError): x0 of 4.2", "prediction_failed")]
+    assert dead[0].value == events[50].to_json()
     assert pipe.counters.events == 199 and pipe.counters.dead_letters == 1
     assert pipe.offsets == {("events", 0): 200}
 
