@@ -28,8 +28,8 @@ pytestmark = pytest.mark.integration
 KEY = "k" * 32
 CASES = [
     # learner, events, checkpoint every, kills
-    ("river:tree.HoeffdingTreeClassifier", 80_000, 6_000, 5),
-    ("driftmoe", 80_000, 6_000, 5),
+    ("river:tree.HoeffdingTreeClassifier", 200_000, 15_000, 5),
+    ("driftmoe", 200_000, 15_000, 5),
     ("driftmoe-ht-data", 20_000, 1_500, 5),
 ]
 
