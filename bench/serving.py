@@ -27,11 +27,8 @@ import asyncio
 import json
 import os
 import platform
-import re
 import shlex
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +44,8 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from bench.child import Child
+
 console = Console(highlight=False, width=160)
 KEY = "bench-serving-key-" + "0" * 20
 ROW = {"x0": 7.5, "x1": 2.5, "x2": 4.0}
@@ -61,44 +60,6 @@ def machine() -> str:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{cpu}, {os.cpu_count()} cores, load average {load:.2f} at start, Python {platform.python_version()}"
-
-
-# ------------------------------------------------------------------ servers
-
-
-class Child:
-    """A `driftline` child process; ``port`` once its HTTP API line is printed."""
-
-    def __init__(self, args: list[str], env: dict[str, str]):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def port(self, timeout_s: float = 120) -> int:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", line):
-                    return int(m.group(1))
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError("the server did not start:\n" + "\n".join(self.lines[-20:]))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def seed_snapshot(redis_url: str, pipeline: str, learner: str, n: int) -> int:

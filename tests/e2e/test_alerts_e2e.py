@@ -7,52 +7,22 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.child import Child
 from connectors.kafka import open_source
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 KEY = "a" * 32
 N, DRIFT_EVERY = 15_000, 5000
-
-
-class Proc:
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.proc = subprocess.Popen([sys.executable, "-m", "stream.cli", *args], env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
-        self.lines: list[str] = []
-        self.log = log
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        with self.log.open("w") as f:
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-                f.write(line)
-
-    def port(self, timeout_s: float = 120) -> int:
-        return int(_until("the HTTP API line", lambda: next(
-            (m.group(1) for line in list(self.lines) if (m := re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", line))), None
-        ) or self._alive(), timeout_s))  # fmt: skip
-
-    def _alive(self) -> None:
-        assert self.proc.poll() is None, "\n".join(self.lines[-30:])
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=60)
 
 
 def _until(what, check, timeout_s=120.0):
@@ -105,8 +75,8 @@ def test_a_drift_reaches_sse_history_topic_and_webhook_and_a_stall_follows(tmp_p
         "DRIFTLINE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_address[1]}/hook",
         "DRIFTLINE_ALERT_STALL_AFTER_S": "3", "DRIFTLINE_BATCH_SIZE": "64", "DRIFTLINE_CHECKPOINT_EVERY_EVENTS": "3000",
     }  # fmt: skip
-    worker = Proc(["worker", "--port", "0"], env, tmp_path / "worker.log")
-    replica = Proc(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / "replica.log")
+    worker = Child(["worker", "--port", "0"], env, tmp_path / "worker.log")
+    replica = Child(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / "replica.log")
     stop = threading.Event()
     try:
         worker.port()

@@ -4,16 +4,13 @@ that follows the learning process's model, progress and alerts, and forwards lab
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 
 import httpx
 import psutil
 import pytest
+
+from bench.child import Child
 
 pytestmark = pytest.mark.e2e
 
@@ -26,19 +23,11 @@ def test_the_api_in_a_child_process_follows_the_learning(tmp_path):
         "DRIFTLINE_LEARNER": "river:tree.HoeffdingTreeClassifier",
     }  # fmt: skip
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--rate", "3000", "--port", "0", "--state-dir", str(tmp_path / "s"), "--seed", "2"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout), daemon=True).start()
+    run = Child(["run", "--rate", "3000", "--port", "0", "--state-dir", str(tmp_path / "s"), "--seed", "2"], env)
+    proc, lines = run.proc, run.lines
     try:
         deadline = time.monotonic() + 120
-        port = None
-        while port is None:
-            assert time.monotonic() < deadline and proc.poll() is None, "\n".join(lines[-30:])
-            port = next((int(m.group(1)) for line in list(lines) if (m := re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", line))), None)
-            time.sleep(0.05)
+        port = run.port()
         listeners = [c.pid for c in psutil.net_connections("tcp") if c.laddr and c.laddr.port == port and c.status == "LISTEN"]
         assert listeners and proc.pid not in listeners and all(psutil.Process(p).ppid() == proc.pid for p in listeners)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
@@ -56,8 +45,7 @@ def test_the_api_in_a_child_process_follows_the_learning(tmp_path):
             assert r.status_code == 202 and r.json() == {"accepted": 1, "topic": "labels"}
             assert http.post("/v1/models/default/labels", json={"id": "e1", "y": 1}).status_code == 401
     finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)
+        code = run.stop()
     text = "\n".join(lines)
     assert code == 0, text
     assert "final:" in text and "API process gone" not in text

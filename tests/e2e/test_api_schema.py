@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import collections
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import zlib
 
@@ -19,6 +14,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
+
+from bench.child import Child
 
 pytestmark = pytest.mark.e2e
 
@@ -33,25 +30,14 @@ def base_url(tmp_path_factory):
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("REDIS_URL", None)
     state = tmp_path_factory.mktemp("schema")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--rate", "2000", "--port", "0", "--state-dir", str(state), "--seed", "5"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(line.rstrip() for line in proc.stdout), daemon=True).start()
+    run = Child(["run", "--rate", "2000", "--port", "0", "--state-dir", str(state), "--seed", "5"], env)
     deadline = time.monotonic() + 120
-    port = None
-    while port is None:
-        assert time.monotonic() < deadline and proc.poll() is None, "\n".join(lines[-30:])
-        port = next((int(m.group(1)) for line in list(lines) if (m := re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", line))), None)
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{run.port()}"
     while httpx.get(f"{url}/readyz").status_code != 200 or httpx.get(f"{url}/v1/models/default").json()["events_seen"] < 500:
-        assert time.monotonic() < deadline, "\n".join(lines[-30:])
+        assert time.monotonic() < deadline, run.tail()
         time.sleep(0.1)
     yield url
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0, "\n".join(lines[-30:])
+    assert run.stop() == 0, run.tail()
 
 
 def _operations(url: str):

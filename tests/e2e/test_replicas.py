@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
+from bench.child import Child
 from connectors.kafka import KafkaAdmin, open_sink, open_source
 from connectors.redis_store import RedisStore
 from stream.events import Event
@@ -28,40 +23,6 @@ KEY = "s" * 32
 API_KEY = "replica-test-key-0123456789"
 N = 60_000
 PROBE = {"x0": 9.0, "x1": 9.0, "x2": 1.0}
-
-
-class Proc:
-    """A child `driftline` whose output is collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        self.lines: list[str] = []
-        self.log = log
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        with self.log.open("w") as f:
-            for line in self.proc.stdout:
-                self.lines.append(line.rstrip("\n"))
-                f.write(line)
-
-    def port(self, timeout_s: float = 120) -> int:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if m := re.search(r"HTTP API on http://127\.0\.0\.1:(\d+)", line):
-                    return int(m.group(1))
-            assert self.proc.poll() is None, "\n".join(self.lines[-30:])
-            time.sleep(0.05)
-        raise AssertionError("no HTTP API line:\n" + "\n".join(self.lines[-30:]))
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(timeout=60)
 
 
 def _seed(kafka: str, topic: str) -> None:
@@ -87,14 +48,14 @@ def test_two_replicas_follow_a_learning_worker_with_no_failed_request(tmp_path, 
         "DRIFTLINE_DEAD_LETTER_TOPIC": f"{pipeline}-dead", "DRIFTLINE_LABELS_TOPIC": f"{pipeline}-labels",
         "DRIFTLINE_CHECKPOINT_EVERY_EVENTS": "2500",
     }  # fmt: skip
-    replicas = [Proc(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / f"replica{i}.log") for i in range(2)]
+    replicas = [Child(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / f"replica{i}.log") for i in range(2)]
     worker = None
     try:
         ports = [r.port() for r in replicas]
         clients = [httpx.Client(base_url=f"http://127.0.0.1:{p}", timeout=10) for p in ports]
         for c in clients:
             assert c.get("/readyz").status_code == 503  # nothing learned yet
-        worker = Proc(["worker", "--port", "0", "--events", str(N)], env, tmp_path / "worker.log")
+        worker = Child(["worker", "--port", "0", "--events", str(N)], env, tmp_path / "worker.log")
         worker.port()  # listening: the worker is past start-up
         deadline = time.monotonic() + 120
         while not all(c.get("/readyz").status_code == 200 for c in clients):
