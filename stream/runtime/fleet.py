@@ -191,13 +191,13 @@ class Fleet:
             logger.exception("fleet: pipeline %s failed", slot.name)
             slot.error = f"{type(exc).__name__}: {exc}"
             slot.state = "failed"
-            slot.stop.set()
-            keeper.join()
-            with contextlib.suppress(Exception):
-                slot.lease.release()
         finally:
+            # the renewals end first: one still running would take a released lease back
             slot.stop.set()
             keeper.join()
+            if slot.state == "failed":
+                with contextlib.suppress(Exception):
+                    slot.lease.release()
             if pipeline is not None:
                 close_pipeline(pipeline)
 
