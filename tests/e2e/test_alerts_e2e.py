@@ -1,7 +1,9 @@
 """Alerts end to end on the real Kafka and Redis: `driftline produce` a stream with a known
-drift → `driftline worker` → a `driftline serve` replica. The drift alert arrives on the
-replica's SSE, in its GET /v1/alerts, on the alerts topic and at a webhook receiver, with
-state, severity and count; when the producer stops, a stall alert follows."""
+drift → `driftline worker` → two `driftline serve` replicas. Predictions are asked of both
+replicas while the worker learns: none fails and each replica's version advances. The drift
+alert arrives on each replica's SSE, in each one's GET /v1/alerts, on the alerts topic and at
+a webhook receiver, with state, severity and count; when the producer stops, a stall alert
+follows, on the webhook and on both replicas."""
 
 from __future__ import annotations
 
@@ -18,11 +20,14 @@ import pytest
 
 from bench.child import Child
 from connectors.kafka import open_source
+from connectors.redis_store import RedisStore
+from stream.alerts import SEVERITIES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 KEY = "a" * 32
 N, DRIFT_EVERY = 15_000, 5000
+PROBE = {"x0": 9.0, "x1": 9.0, "x2": 1.0}  # x0 + x1 above every SEA threshold: class 1 under each concept
 
 
 def _until(what, check, timeout_s=120.0):
@@ -60,7 +65,39 @@ def _sse(url: str, into: list[dict], stop: threading.Event) -> None:
             raise
 
 
-def test_a_drift_reaches_sse_history_topic_and_webhook_and_a_stall_follows(tmp_path, kafka_bootstrap, redis_url, unique_name):
+class _Predictions:
+    """Predictions asked of one replica one after another, from its first ready answer until
+    ``stop``: every answer kept, every failed request (an error status or no answer) counted."""
+
+    def __init__(self, base_url: str, pipeline: str, stop: threading.Event):
+        self.base_url, self.path, self.stop = base_url, f"/v1/models/{pipeline}/predict", stop
+        self.answers: list[dict] = []
+        self.failures: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=10) as c:
+            try:
+                while not self.stop.is_set() and c.get("/readyz").status_code != 200:  # 503 until its first snapshot
+                    self.stop.wait(0.05)
+            except httpx.HTTPError as exc:
+                self.failures.append(f"readyz: {exc!r}")
+                return
+            while not self.stop.is_set():
+                try:
+                    r = c.post(self.path, json={"x": PROBE})
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                    continue
+                if r.status_code == 200:
+                    self.answers.append(r.json())
+                else:
+                    self.failures.append(f"{r.status_code} {r.text}")
+                self.stop.wait(0.01)  # pacing only: leave the two cores to the worker
+
+
+def test_a_drift_reaches_two_replicas_history_topic_and_webhook_and_a_stall_follows(tmp_path, kafka_bootstrap, redis_url, unique_name):
     pipeline = unique_name("al")
     topic = f"{pipeline}-events"
     _Hook.got = []
@@ -73,16 +110,22 @@ def test_a_drift_reaches_sse_history_topic_and_webhook_and_a_stall_follows(tmp_p
         "DRIFTLINE_ALERTS_TOPIC": f"{pipeline}-alerts", "DRIFTLINE_DEAD_LETTER_TOPIC": f"{pipeline}-dead",
         "DRIFTLINE_LABELS_TOPIC": f"{pipeline}-labels", "DRIFTLINE_ALERTS_STREAM_KEY": f"{pipeline}:alerts",
         "DRIFTLINE_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{hook.server_address[1]}/hook",
-        "DRIFTLINE_ALERT_STALL_AFTER_S": "3", "DRIFTLINE_BATCH_SIZE": "64", "DRIFTLINE_CHECKPOINT_EVERY_EVENTS": "3000",
+        "DRIFTLINE_ALERT_STALL_AFTER_S": "3", "DRIFTLINE_BATCH_SIZE": "64", "DRIFTLINE_CHECKPOINT_EVERY_EVENTS": "1500",
     }  # fmt: skip
     worker = Child(["worker", "--port", "0"], env, tmp_path / "worker.log")
-    replica = Child(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / "replica.log")
-    stop = threading.Event()
+    replicas = [Child(["serve", "--pipelines", pipeline, "--port", "0", "--poll", "1"], env, tmp_path / f"replica{i}.log") for i in range(2)]
+    stop, stop_predicting = threading.Event(), threading.Event()
+    clients: list[httpx.Client] = []
     try:
         worker.port()
-        rport = replica.port()
-        sse: list[dict] = []
-        threading.Thread(target=_sse, args=(f"http://127.0.0.1:{rport}/v1/alerts/stream", sse, stop), daemon=True).start()
+        urls = [f"http://127.0.0.1:{r.port()}" for r in replicas]
+        clients = [httpx.Client(base_url=u, timeout=10) for u in urls]
+        for c in clients:
+            assert c.get("/readyz").status_code == 503  # nothing produced, so nothing learned yet
+        sse: list[list[dict]] = [[], []]
+        for u, into in zip(urls, sse, strict=True):
+            threading.Thread(target=_sse, args=(f"{u}/v1/alerts/stream", into, stop), daemon=True).start()
+        predictions = [_Predictions(u, pipeline, stop_predicting) for u in urls]
         produce = subprocess.run(
             [sys.executable, "-m", "stream.cli", "produce", "--stream", "sea", "--drift", "sudden", "--drift-every", str(DRIFT_EVERY),
              "--events", str(N), "--seed", "1", "--topic", topic, "--rate", "5000"],
@@ -96,20 +139,57 @@ def test_a_drift_reaches_sse_history_topic_and_webhook_and_a_stall_follows(tmp_p
 
         hooked = _until("the drift alert at the webhook", lambda: drift_in(_Hook.got))[0]
         assert hooked["pipeline"] == pipeline and hooked["detector"] == "adwin" and hooked["signal"] == "loss"
-        assert hooked["severity"] in ("low", "medium", "high", "critical") and hooked["count"] >= 1
+        assert hooked["severity"] in SEVERITIES and hooked["count"] >= 1
         assert hooked["loss_after"] > hooked["loss_before"] and hooked["topic"] == topic and hooked["offset"] >= DRIFT_EVERY - 1000
-        streamed = _until("the drift alert on SSE", lambda: [a for a in drift_in(sse) if a["id"] == hooked["id"]])
-        assert streamed[0] == next(a for a in _Hook.got if (a["id"], a["revision"]) == (streamed[0]["id"], streamed[0]["revision"]))
-        with httpx.Client(base_url=f"http://127.0.0.1:{rport}", timeout=10) as http:
-            listed = http.get("/v1/alerts", params={"pipeline": pipeline, "kind": "drift"}).json()["alerts"]
-        mine = next(a for a in listed if a["id"] == hooked["id"])
-        assert mine["revision"] >= hooked["revision"] and {"state", "severity", "count"} <= set(mine)
+        for i, got in enumerate(sse):
+            streamed = _until(f"the drift alert on replica {i}'s SSE", lambda got=got: [a for a in drift_in(got) if a["id"] == hooked["id"]])
+            assert streamed[0] == next(a for a in _Hook.got if (a["id"], a["revision"]) == (streamed[0]["id"], streamed[0]["revision"]))
 
         stall = _until("the stall alert", lambda: [a for a in _Hook.got if a["kind"] == "stall"], timeout_s=60)[0]
         # no stall while the worker waited for the producer's first event; one after its last
         assert (stall["state"], stall["pipeline"], stall["event_index"]) == ("stall", pipeline, N)
         assert stall["message"].startswith("no event for")
-        _until("the stall on SSE", lambda: [a for a in sse if a["kind"] == "stall"], timeout_s=30)
+        for i, got in enumerate(sse):
+            assert _until(f"the stall on replica {i}'s SSE", lambda got=got: [a for a in got if a["kind"] == "stall"], timeout_s=30)[0] == stall
+
+        # the stall was sent after every revision of every drift alert: each replica's history
+        # holds the last revision of each, as the webhook got it
+        newest: dict[int, dict] = {}
+        for a in _Hook.got:
+            if a["kind"] == "drift" and a["revision"] >= newest.get(a["id"], {"revision": -1})["revision"]:
+                newest[a["id"]] = a
+        for i, c in enumerate(clients):
+            listed = c.get("/v1/alerts", params={"pipeline": pipeline, "kind": "drift"}).json()["alerts"]
+            assert listed == [newest[k] for k in sorted(newest)], f"replica {i}: {listed}"
+            mine = next(a for a in listed if a["id"] == hooked["id"])
+            assert mine["state"] in ("drift", "resolved") and mine["severity"] in SEVERITIES and mine["count"] >= hooked["count"]
+            stalls = c.get("/v1/alerts", params={"pipeline": pipeline, "state": "stall"}).json()["alerts"]
+            assert stalls == [stall], f"replica {i}: {stalls}"
+
+        # both replicas serve the worker's last snapshot, all N events learned; then stop predicting
+        store = RedisStore(redis_url)
+
+        def caught_up():
+            last = store.versions(pipeline)[-1]
+            models = [c.get(f"/v1/models/{pipeline}").json() for c in clients]
+            return models if all(m["snapshot_version"] == last and m["events_seen"] == N for m in models) else None
+
+        models = _until("both replicas on the last snapshot", caught_up, timeout_s=30)
+        for i, (p, m) in enumerate(zip(predictions, models, strict=True)):
+            _until(
+                f"an answer from replica {i}'s last version", lambda p=p, v=m["version"]: p.answers and p.answers[-1]["version"] == v, timeout_s=30
+            )
+        stop_predicting.set()
+        for i, p in enumerate(predictions):
+            p.thread.join(timeout=30)
+            assert not p.failures, f"replica {i}: {len(p.failures)} failed request(s), first {p.failures[:3]}"
+            versions = [a["version"] for a in p.answers]
+            assert versions == sorted(versions), f"replica {i} went back in version"
+            assert len(set(versions)) >= 3, f"replica {i} saw versions {sorted(set(versions))}: no swap during the run"
+            seen = [a["events_seen"] for a in p.answers]
+            assert seen == sorted(seen) and 0 < seen[0] < N and seen[-1] == N, f"replica {i}: events seen {seen[0]}..{seen[-1]}"
+            assert all(a["y"] == 1 for a in p.answers), f"replica {i}: {[a for a in p.answers if a['y'] != 1][:3]}"
+            assert sum(p.answers[-1]["offsets"].values()) == N
 
         source = open_source("confluent", kafka_bootstrap, [f"{pipeline}-alerts"], f"{pipeline}-check")
         on_topic: list[dict] = []
@@ -122,6 +202,12 @@ def test_a_drift_reaches_sse_history_topic_and_webhook_and_a_stall_follows(tmp_p
         source.close()
     finally:
         stop.set()
-        replica.stop()
-        assert worker.stop() == 0, "\n".join(worker.lines[-30:])
+        stop_predicting.set()
+        for c in clients:
+            c.close()
+        for r in replicas:
+            r.stop()
+        assert worker.stop() == 0, worker.tail()
         hook.shutdown()
+    for i, r in enumerate(replicas):
+        assert r.proc.returncode == 0, f"replica {i}:\n{r.tail(20)}"
