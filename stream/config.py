@@ -99,7 +99,10 @@ class Settings(BaseSettings):
     )
     api_open_reads: bool = Field(True, description="Reads (GET routes and predictions) without an API key; false: they need one too.")
     labels_topic: str | None = Field("labels", description="Topic of labels {id, y} for events served earlier, joined to them by id; POST /v1/models/{name}/labels forwards there. Empty: labels come inline only.")
-    api_process: bool = Field(False, description="Serve a learning process's HTTP API from a child process, so requests never contend with learning for the interpreter lock.")
+    api_process: bool | None = Field(
+        None,
+        description="Serve a learning process's HTTP API from a child process, so requests never contend with learning for the interpreter lock; unset: a child process where this process may run on two or more CPUs, a thread where it has one.",
+    )
     replica_poll_s: float = Field(2.0, gt=0, le=300, description="Replica: check Redis for a newer snapshot this often when no PUBLISH arrives.")
 
     @field_validator("labels_topic", mode="before")

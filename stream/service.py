@@ -8,6 +8,7 @@ loop is the same object in both.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -294,7 +295,7 @@ def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> Any:
     lag = lag_probe(end_offsets, settings.events_topic, lambda: {pipeline.name: dict(pipeline.offsets)})
     if not settings.labels_topic:  # labels come inline only: the route says so (409)
         labels = None
-    if settings.api_process:
+    if api_in_child(settings):
         from stream.api.process import ApiProcess
 
         app_kwargs = {
@@ -315,6 +316,14 @@ def serve(pipeline: Pipeline, settings: Settings, *, log: Any = None) -> Any:
     server = HttpServer(app, settings.http_host, settings.http_port)
     server.start()
     return server
+
+
+def api_in_child(settings: Settings) -> bool:
+    """Whether a learning process serves its API from a child process: as configured, else
+    wherever a second CPU lets the child run beside learning instead of taking turns with it."""
+    if settings.api_process is not None:
+        return settings.api_process
+    return len(os.sched_getaffinity(0)) >= 2 if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1) >= 2
 
 
 def serve_replica(settings: Settings, pipelines: list[str]) -> tuple[HttpServer, Any]:

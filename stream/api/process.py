@@ -63,6 +63,12 @@ class ApiProcess:
         from stream.exceptions import ConfigError
 
         self._proc.start()
+        # what the board holds now reaches the child before it listens: its first answer
+        # already comes from the model the in-process API would have used
+        for served in self._board.all():
+            self._send(("model", served))
+        self._send(("status", self._status() if self._status is not None else {}, None))
+        self._send(("serve",))
         threading.Thread(target=self._receive, name="api-receive", daemon=True).start()
         if not self._ready.wait(timeout_s):
             raise ConfigError(f"http_port: the API process did not listen on {self.host}:{self.port} (in use? pick another with --port)")
@@ -192,16 +198,8 @@ def _child(conn: Any, app_kwargs: dict[str, Any], host: str, port: int) -> None:
     def lag() -> dict[str, int]:
         return latest["lag"] or {}
 
-    app = create_app(board, alerts, status=lambda: latest["status"], lag=lag, **kwargs)
-    server = HttpServer(app, host, port)
-    server.start()
-    with lock:
-        conn.send_bytes(pickle.dumps(("listening", host, server.port)))
-    while not stop.is_set():
-        try:
-            message = pickle.loads(conn.recv_bytes())  # noqa: S301 - our own parent's bytes
-        except (OSError, EOFError):
-            break
+    def apply(message: tuple[Any, ...]) -> bool:
+        """Take one message from the parent; False once it says stop."""
         kind = message[0]
         if kind == "model":
             board.publish(message[1])
@@ -214,5 +212,26 @@ def _child(conn: Any, app_kwargs: dict[str, Any], host: str, port: int) -> None:
             if future is not None:
                 future.set_result(message[2])
         elif kind == "stop":
-            break
+            return False
+        return True
+
+    def receive() -> tuple[Any, ...] | None:
+        try:
+            return pickle.loads(conn.recv_bytes())  # noqa: S301 - our own parent's bytes
+        except (OSError, EOFError):
+            return None
+
+    # the parent's current models and progress come first, then "serve"
+    while (message := receive()) is not None and message[0] != "serve":
+        if not apply(message):
+            return
+    if message is None:
+        return
+    app = create_app(board, alerts, status=lambda: latest["status"], lag=lag, **kwargs)
+    server = HttpServer(app, host, port)
+    server.start()
+    with lock:
+        conn.send_bytes(pickle.dumps(("listening", host, server.port)))
+    while not stop.is_set() and (message := receive()) is not None and apply(message):
+        pass
     server.stop()

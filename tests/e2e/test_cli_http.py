@@ -88,7 +88,8 @@ def test_http_api_predicts_lists_alerts_and_rejects_bad_requests(tmp_path):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
             assert http.get("/healthz").json()["status"] == "ok"
             deadline = time.monotonic() + 120
-            while (m := http.get("/v1/models").json()["models"]) and m[0]["events_seen"] < 2000:
+            # the first served copy comes with the first micro-batch, after the API listens
+            while not (m := http.get("/v1/models").json()["models"]) or m[0]["events_seen"] < 2000:
                 assert time.monotonic() < deadline, m
                 time.sleep(0.2)
             assert m[0]["name"] == "default" and m[0]["learner"] == LEARNER and m[0]["version"] > 0

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from stream.config import load_settings
@@ -45,3 +47,17 @@ def test_errors_name_the_field_and_the_fix(field, value, message):
 def test_unknown_setting_is_an_error():
     with pytest.raises(ConfigError, match="batchsize"):
         load_settings(batchsize=3)
+
+
+def test_the_api_runs_in_a_child_process_where_a_second_cpu_is_free_unless_configured(monkeypatch):
+    from stream.service import api_in_child
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert api_in_child(load_settings()) is True
+    assert api_in_child(load_settings(api_process=False)) is False
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    assert api_in_child(load_settings()) is False
+    assert api_in_child(load_settings(api_process=True)) is True
+    monkeypatch.setenv("DRIFTLINE_API_PROCESS", "false")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert api_in_child(load_settings()) is False
