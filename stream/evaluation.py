@@ -78,16 +78,21 @@ class Prequential:
 
     def update_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None]) -> None:
         """The same as ``update`` on each pair in order, in a few C-level passes."""
-        hits = sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p)
+        self._add_many(y_true, y_pred, sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p))
+
+    def _add_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None], hits: int) -> None:
+        # counted once for both windows; a Counter adds a Counter in its key order, the
+        # order the labels first appear, so the counts keep the order ``update`` gives them
+        rows, cols = Counter(y_true), Counter(y_pred)
         a, r = self._all, self._recent
         a.n += len(y_true)
         a.correct += hits
-        a.rows.update(y_true)
-        a.cols.update(y_pred)
+        a.rows.update(rows)
+        a.cols.update(cols)
         r.n += len(y_true)
         r.correct += hits
-        r.rows.update(y_true)
-        r.cols.update(y_pred)
+        r.rows.update(rows)
+        r.cols.update(cols)
         pairs = self._pairs
         pairs.extend(zip(y_true, y_pred, strict=True))
         # adding all before dropping the oldest gives the same counts (keys are never deleted)
@@ -106,8 +111,9 @@ class Prequential:
 
     def score_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None]) -> list[float]:
         """``update_many``, returning each pair's loss for the drift monitor (0 or 1)."""
-        self.update_many(y_true, y_pred)
-        return [0.0 if p == y else 1.0 for y, p in zip(y_true, y_pred, strict=True)]
+        losses = [0.0 if y == p else 1.0 for y, p in zip(y_true, y_pred, strict=True)]
+        self._add_many(y_true, y_pred, len(losses) - int(sum(losses)))
+        return losses
 
     def rolling_error(self) -> float:
         """The mean loss over the rolling window (the error rate)."""

@@ -398,8 +398,9 @@ class Pipeline:
                 else:
                     self.dead_letter(rec, ev.reason)
         events, origin, y_pred = self._predict(events, origin)
+        xs = [ev.x for ev in events]
         if self.settings.churn_probe_size:
-            self._probe.extend([ev.x for ev in events])
+            self._probe.extend(xs)
         if self.settings.publish_predictions and events:
             self._publish_predictions(events, origin, y_pred)
         first = self.counters.events
@@ -407,7 +408,7 @@ class Pipeline:
         if None in ys:
             keep = [i for i, y in enumerate(ys) if y is not None]
             ys, preds, indexes = [ys[i] for i in keep], [y_pred[i] for i in keep], [first + i for i in keep]
-            labelled, lab_origin = [events[i] for i in keep], [origin[i] for i in keep]
+            labelled, lab_origin, xs = [events[i] for i in keep], [origin[i] for i in keep], [xs[i] for i in keep]
         else:
             preds, indexes, labelled, lab_origin = y_pred, range(first, first + len(events)), events, origin
         if ys:
@@ -416,7 +417,7 @@ class Pipeline:
                 # a warning is for people; only a firing tells the learner to react
                 self._drifted = self._drifted or found.kind == "drift"
                 self._raise_alert(found, labelled[at], lab_origin[at])
-            self._pending.extend(zip([ev.x for ev in labelled], ys, lab_origin, strict=True))
+            self._pending.extend(zip(xs, ys, lab_origin, strict=True))
         self.counters.labelled += len(labelled)
         if self.join is not None:
             self.join.serve(events, origin, y_pred, first, self.model_version)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,18 @@ def test_options_are_passed_verbatim_or_refused_by_name(kafka_bootstrap: str) ->
         open_sink("confluent", kafka_bootstrap, options={"no.such.option": "1"})
     with pytest.raises(ValueError, match="unknown Kafka client"):
         open_sink("aiokafka", kafka_bootstrap)
+
+
+def test_a_transactional_confluent_sink_lingers_unless_told_otherwise(kafka_bootstrap: str, closing: Callable[[Any], Any]) -> None:
+    from connectors.kafka.confluent import PRODUCER_DEFAULTS, TRANSACTIONAL_LINGER_MS
+
+    tag = uuid.uuid4().hex[:8]
+    plain = closing(open_sink("confluent", kafka_bootstrap))
+    lingering = closing(open_sink("confluent", kafka_bootstrap, transactional_id=f"linger-{tag}"))
+    told = closing(open_sink("confluent", kafka_bootstrap, transactional_id=f"told-{tag}", options={"linger.ms": 7}))
+    assert plain._config["linger.ms"] == PRODUCER_DEFAULTS["linger.ms"] == 5
+    assert lingering._config["linger.ms"] == TRANSACTIONAL_LINGER_MS == 50
+    assert told._config["linger.ms"] == 7
 
 
 # -- transactions ----------------------------------------------------------------------------
