@@ -19,6 +19,7 @@ from rich.console import Console
 
 from stream.config import Settings, load_settings
 from stream.exceptions import DriftlineError
+from stream.runtime import collector
 
 console = Console(highlight=False)
 logger = logging.getLogger("driftline")
@@ -198,6 +199,7 @@ def cmd_worker_config(args: argparse.Namespace) -> int:
         server = parts.serve(fleet)
         console.print(f"HTTP API on http://{server.host}:{server.port}  (GET /healthz, /v1/models; POST /v1/models/<name>/predict)")
     console.print(f"{len(pipelines)} pipeline(s) from {args.config}: {', '.join(s.pipeline for s in pipelines)} · worker {parts.roster.member}")
+    collector.settle()
     started = time.monotonic()
     try:
         status = fleet.run()
@@ -318,6 +320,7 @@ def _run_loop(
         server = serve(pipeline, settings, log=log)
         console.print(f"HTTP API on http://{server.host}:{server.port}  (GET /healthz, /v1/models, /v1/alerts; POST /v1/models/{pipeline.name}/predict)")
     console.print(f"learner {settings.learner} · detector {settings.detector} · batch {settings.batch_size} · Ctrl-C stops after a final checkpoint")
+    collector.settle()
     if feeder is not None:
         feeder.start()
     started = time.monotonic()
