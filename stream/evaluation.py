@@ -14,6 +14,7 @@ checks it.
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -54,27 +55,17 @@ class Prequential:
         self.window = window
         self._all = _Confusion()
         self._recent = _Confusion()
-        self._pairs: deque[tuple[Hashable, Hashable | None]] = deque()
+        #: the rolling window's (true labels, predictions), a scored chunk a pair of lists,
+        #: oldest first: a chunk enters and leaves in a few C-level passes
+        self._chunks: deque[tuple[list[Hashable], list[Hashable | None]]] = deque()
+        self._in_window = 0
 
     @property
     def n(self) -> int:
         return self._all.n
 
     def update(self, y_true: Hashable, y_pred: Hashable | None) -> None:
-        hit = 1 if y_true == y_pred else 0
-        a, r = self._all, self._recent
-        a.n += 1
-        a.correct += hit
-        a.rows[y_true] += 1
-        a.cols[y_pred] += 1
-        r.n += 1
-        r.correct += hit
-        r.rows[y_true] += 1
-        r.cols[y_pred] += 1
-        pairs = self._pairs
-        pairs.append((y_true, y_pred))
-        if len(pairs) > self.window:
-            r.add(*pairs.popleft(), -1)
+        self._add_many([y_true], [y_pred], 1 if y_true == y_pred else 0)
 
     def update_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None]) -> None:
         """The same as ``update`` on each pair in order, in a few C-level passes."""
@@ -82,7 +73,9 @@ class Prequential:
 
     def _add_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None], hits: int) -> None:
         # counted once for both windows; a Counter adds a Counter in its key order, the
-        # order the labels first appear, so the counts keep the order ``update`` gives them
+        # order the labels first appear, so the counts keep the order one by one gives them
+        if len(y_true) != len(y_pred):
+            raise ValueError(f"{len(y_true)} labels for {len(y_pred)} predictions")
         rows, cols = Counter(y_true), Counter(y_pred)
         a, r = self._all, self._recent
         a.n += len(y_true)
@@ -93,16 +86,23 @@ class Prequential:
         r.correct += hits
         r.rows.update(rows)
         r.cols.update(cols)
-        pairs = self._pairs
-        pairs.extend(zip(y_true, y_pred, strict=True))
+        self._chunks.append((list(y_true), list(y_pred)))
+        self._in_window += len(y_true)
         # adding all before dropping the oldest gives the same counts (keys are never deleted)
-        excess = len(pairs) - self.window
-        if excess > 0:
-            old = [pairs.popleft() for _ in range(excess)]
-            r.n -= excess
-            r.correct -= sum(1 for y, p in old if y == p)
-            r.rows.subtract(Counter(y for y, _ in old))
-            r.cols.subtract(Counter(p for _, p in old))
+        excess = self._in_window - self.window
+        while excess > 0:
+            ys, ps = self._chunks[0]
+            if len(ys) <= excess:
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = (ys[excess:], ps[excess:])
+                ys, ps = ys[:excess], ps[:excess]
+            r.n -= len(ys)
+            r.correct -= sum(map(operator.eq, ys, ps))
+            r.rows.subtract(Counter(ys))
+            r.cols.subtract(Counter(ps))
+            self._in_window -= len(ys)
+            excess -= len(ys)
 
     def score(self, y_true: Hashable, y_pred: Hashable | None) -> float:
         """Update with one labelled prediction; return its loss for the drift monitor (0 or 1)."""
@@ -124,7 +124,7 @@ class Prequential:
         return {
             "window": self.window,
             "all": [self._all.n, self._all.correct, list(self._all.rows.items()), list(self._all.cols.items())],
-            "pairs": [list(p) for p in self._pairs],
+            "pairs": [[y, p] for ys, ps in self._chunks for y, p in zip(ys, ps, strict=True)],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -136,10 +136,10 @@ class Prequential:
         self._all.cols.update(dict(cols))
         pairs = [tuple(p) for p in state["pairs"]][-self.window :]
         self._recent = _Confusion()
-        self._pairs = deque()
         for y, p in pairs:
             self._recent.add(y, p, 1)
-            self._pairs.append((y, p))
+        self._chunks = deque([([y for y, _ in pairs], [p for _, p in pairs])]) if pairs else deque()
+        self._in_window = len(pairs)
 
     def summary(self) -> dict[str, float]:
         return {

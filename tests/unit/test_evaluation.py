@@ -52,6 +52,14 @@ def test_update_many_equals_update_on_each_pair(window):
         i += k
     assert many.state_dict() == one.state_dict()
     assert many.summary() == one.summary()  # exact: the same integer counts in the same formulas
+    # a restored window goes on as the one that never stopped
+    restored = Prequential(window)
+    restored.load_state_dict(many.state_dict())
+    for target in (restored, many):
+        target.update_many(ys[:333], ps[:333])
+        target.update(ys[0], ps[1])
+    assert restored.state_dict() == many.state_dict()
+    assert restored.summary()["rolling_accuracy"] == many.summary()["rolling_accuracy"]  # exact: integer counts
 
 
 def test_regression_metrics_match_river_cumulative_and_rolling():
