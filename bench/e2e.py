@@ -10,7 +10,8 @@ events:
   first event to the final checkpoint of the ``n``-th;
 - raw consume: the same client reading the same topic with ``json.loads`` on each value and
   nothing else: the ceiling the event path can reach;
-- learner alone: ``bench.throughput``'s prequential loop over the same events in memory.
+- learner alone: ``bench.throughput``'s prequential loop over the same events in memory,
+  predicting with the verb the worker uses (``predict_many_causal``; ``--blind``: ``predict_many``).
 The three take turns within each of ``--repeats`` runs; rates are medians over the runs, and
 the ratio is the median of each run's worker / learner alone. Checkpoint
 time and snapshot size are those of the final checkpoint. Kafka and Redis come from
@@ -87,14 +88,14 @@ def raw_consume(client: str, kafka: str, topic: str, n: int) -> float:
     return n / secs
 
 
-def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int, batch: int) -> dict[str, float]:
+def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int, batch: int, label_aware: bool = True) -> dict[str, float]:
     from stream.config import load_settings
     from stream.service import build_worker
 
     name = f"bench-{uuid.uuid4().hex[:8]}"
     settings = load_settings(
         pipeline=name, learner=learner, events_topic=topic, kafka_client=client,
-        kafka_bootstrap_servers=kafka, redis_url=redis, snapshot_key=KEY, batch_size=batch,
+        kafka_bootstrap_servers=kafka, redis_url=redis, snapshot_key=KEY, batch_size=batch, label_aware_predictions=label_aware,
         predictions_topic=f"{name}-predictions", alerts_topic=f"{name}-alerts", dead_letter_topic=f"{name}-dead",
     )
     pipeline = build_worker(settings)
@@ -128,6 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", default="confluent,kafka-python")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--blind", action="store_true", help="the worker predicts with predict_many (label_aware_predictions=false), and so does the learner alone")
     args = p.parse_args(argv)
 
     from learners.registry import make_learner
@@ -145,9 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for r in range(args.repeats):
                 # the three take turns, so a noisy moment weighs on all of them alike
                 console.print(f"[{learner} / {client}] run {r + 1}/{args.repeats}: learner alone, raw consume, worker ...")
-                alones.append(measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, 1, cuda=False)["events_per_s"])
+                # the learner alone predicts with the verb the worker uses
+                alone = measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, 1, cuda=False, causal=not args.blind)
+                alones.append(alone["events_per_s"])
                 raws.append(raw_consume(client, kafka, topic, args.n))
-                runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch))
+                runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch, label_aware=not args.blind))
                 ratios.append(runs[-1]["events_per_s"] / alones[-1])
             rows.append({
                 "learner": learner, "client": client, "worker": statistics.median(x["events_per_s"] for x in runs),

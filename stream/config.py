@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     alerts_topic: str = "alerts"
     dead_letter_topic: str = "dead-letter"
     publish_predictions: bool = Field(True, description="Write each prediction to the predictions topic.")
+    label_aware_predictions: bool = Field(
+        True,
+        description="Predict each event with the inline labels of the events before it in its micro-batch (predict_many_causal), as a learner stepping one event at a time would have learned them; false: predict_many, blind to them.",
+    )
     max_event_bytes: int = Field(1_000_000, ge=64, description="Larger events go to the dead-letter topic.")
 
     kafka_bootstrap_servers: str | None = Field(

@@ -44,6 +44,7 @@ SPEC_FIELDS: dict[str, str] = {
     "batch_size": "batch_size",
     "learner.name": "learner",
     "learner.params": "learner_params",
+    "learner.label_aware": "label_aware_predictions",
     "monitor.detector": "detector",
     "monitor.params": "detector_params",
     "monitor.direction": "drift_direction",

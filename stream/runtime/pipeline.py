@@ -136,6 +136,8 @@ class Pipeline:
         self._pending: list[_Pending] = []
         #: every row of the current micro-batch predicted so far, labelled or not
         self._batch_x: list[dict[str, Any]] = []
+        #: their inline labels (None: none came with the event), for label-aware prediction
+        self._batch_y: list[Any] = []
         self._drifted = False
         #: per partition, the offset up to which outputs were already published (replay)
         self._replay_until: dict[TopicPartition, int] = {}
@@ -239,6 +241,8 @@ class Pipeline:
             for p in state["pending"]
         ]
         self._batch_x = list(state["batch_x"])
+        # snapshots from before label-aware prediction kept no labels: the rows' own, if any
+        self._batch_y = list(state.get("batch_y", [None] * len(self._batch_x)))
         self._drifted = bool(state["drifted"])
         self.offsets = header.topic_offsets()
         self.snapshot_version = version
@@ -284,6 +288,7 @@ class Pipeline:
         self.drift_points = []
         self._pending = []
         self._batch_x = []
+        self._batch_y = []
         self._drifted = False
         self._last_checkpoint_events = 0
 
@@ -450,7 +455,7 @@ class Pipeline:
 
     def _finish_batch(self) -> None:
         pending, self._pending = self._pending, []
-        self._batch_x = []
+        self._batch_x, self._batch_y = [], []
         if pending:
             self._learn(pending)
             self.model_version += 1
@@ -504,16 +509,18 @@ class Pipeline:
 
     def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
         # A learner may read a row's context from the rows before it in the same call (the
-        # recent past, in stream order), so a poll that continues a micro-batch is predicted
-        # behind the rows of that batch already predicted: each row's prediction is then the
-        # same however the polls chopped the batch.
+        # recent past, in stream order), and with label-aware prediction their inline labels
+        # too, as a learner stepping one event at a time would have learned them. So a poll
+        # that continues a micro-batch is predicted behind the rows of that batch already
+        # predicted: each row's prediction is then the same however the polls chopped it.
         if not events:
             return events, origin, []
-        prefix = self._batch_x
-        X = [e.x for e in events]
+        prefix, prefix_y = self._batch_x, self._batch_y
+        X, ys = [e.x for e in events], [e.y for e in events]
         try:
-            preds = self.learner.predict_many(prefix + X)[len(prefix) :]
+            preds = self._predict_rows(prefix + X, prefix_y + ys)[len(prefix) :]
             prefix.extend(X)
+            prefix_y.extend(ys)
             return events, origin, preds
         except Exception as batch_exc:
             failure = batch_exc
@@ -522,11 +529,12 @@ class Pipeline:
         kept_e, kept_r, preds, refused = [], [], [], []
         for ev, rec in zip(events, origin, strict=True):
             try:
-                preds.append(self.learner.predict_many([*prefix, ev.x])[-1])
+                preds.append(self._predict_rows([*prefix, ev.x], [*prefix_y, ev.y])[-1])
             except Exception as exc:
                 refused.append((rec, exc))
                 continue
             prefix.append(ev.x)
+            prefix_y.append(ev.y)
             kept_e.append(ev)
             kept_r.append(rec)
         if not kept_e and len(events) > 1 and not all(isinstance(e, LearnerError) for _, e in refused):
@@ -535,6 +543,12 @@ class Pipeline:
             what = "learner rejected the event" if isinstance(exc, LearnerError) else f"prediction failed ({type(exc).__name__})"
             self.dead_letter(rec, f"{what}: {exc}", "learner_refused" if isinstance(exc, LearnerError) else "prediction_failed")
         return kept_e, kept_r, preds
+
+    def _predict_rows(self, X: list[dict[str, Any]], y: list[Any]) -> list[Any]:
+        # the verb never depends on which labels came, so neither does a row's prediction
+        if self.settings.label_aware_predictions:
+            return self.learner.predict_many_causal(X, y)
+        return self.learner.predict_many(X)
 
     def _replaying(self, rec: Record) -> bool:
         until = self._replay_until.get((rec.topic, rec.partition))
@@ -624,6 +638,7 @@ class Pipeline:
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),
+            "batch_y": list(self._batch_y),
             "join": self.join.state_dict() if self.join is not None else None,
         }
 

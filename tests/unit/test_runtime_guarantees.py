@@ -177,10 +177,18 @@ class _PickyLearner:
     def __init__(self, inner):
         self._inner = inner
 
-    def predict_many(self, X):
+    @staticmethod
+    def _check(X):
         if any(x.get("x0") == 4.2 for x in X):
             raise ZeroDivisionError("x0 of 4.2")
+
+    def predict_many(self, X):
+        self._check(X)
         return self._inner.predict_many(X)
+
+    def predict_many_causal(self, X, y):
+        self._check(X)
+        return self._inner.predict_many_causal(X, y)
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
