@@ -132,8 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--blind", action="store_true", help="the worker predicts with predict_many (label_aware_predictions=false), and so does the learner alone")
     args = p.parse_args(argv)
 
+    from learners.driftmoe_neural import use_one_thread
     from learners.registry import make_learner
 
+    use_one_thread()  # as `driftline worker` runs, for the worker and the learner alone
     kafka, redis = _services()
     events = sea_events(args.n, 1)
     topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"

@@ -41,6 +41,19 @@ _LABEL_TYPES = frozenset((int, str, bool))
 _ROW_TILE = 16
 
 
+def use_one_thread() -> None:
+    """Run torch and BLAS on one thread for the rest of the process. A process that learns
+    or serves this model calls it once at start: the scoped limits below then cost nothing,
+    where setting and restoring them around every call costs about a fifth of a single
+    row's prediction."""
+    global _BLAS
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    threadpool_limits(limits=1, user_api="blas")
+    _BLAS = False
+
+
 def _one_blas_thread() -> Any:
     """Limit BLAS to one thread around our products: at these sizes extra threads only
     add synchronisation, and they fight the worker's other threads for the cores (5-6x

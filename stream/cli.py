@@ -154,6 +154,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from stream.service import build_embedded
     from stream.synth import sea_stream
 
+    _one_thread_math()
     if args.events is not None and args.events < 1:
         console.print("[bold red]error:[/] --events must be at least 1")
         return 2
@@ -231,6 +232,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from stream.runtime.worker import LeaseKeeper, run_leased, wait_for_lease
     from stream.service import build_worker, open_lease, prepare_kafka
 
+    _one_thread_math()
     if args.config is not None:
         return cmd_worker_config(args)
     settings = _settings(args)
@@ -258,6 +260,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream.service import serve_replica
 
+    _one_thread_math()
     names = [p.strip() for p in args.pipelines.split(",") if p.strip()]
     if not names:
         console.print("[bold red]error:[/] --pipelines: name at least one pipeline, e.g. --pipelines default")
@@ -275,6 +278,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.stop()
     console.print(f"stopped: {replica.swaps} snapshot(s) served, {replica.refused} refused")
     return 0
+
+
+def _one_thread_math() -> None:
+    # the learners' products are small: one thread each, set once for the process
+    from learners.driftmoe_neural import use_one_thread
+
+    use_one_thread()
 
 
 def _stop_on_signals() -> threading.Event:

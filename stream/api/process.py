@@ -180,11 +180,13 @@ class _ParentSink:
 def _child(conn: Any, app_kwargs: dict[str, Any], host: str, port: int) -> None:
     # Ctrl-C reaches the whole process group: the parent decides when the API stops
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from learners.driftmoe_neural import use_one_thread
     from stream.alerts import AlertLog
     from stream.api import create_app
     from stream.runtime.board import ModelBoard
     from stream.service import HttpServer
 
+    use_one_thread()
     board = ModelBoard()
     alerts = AlertLog()
     latest: dict[str, Any] = {"status": {}, "lag": None}

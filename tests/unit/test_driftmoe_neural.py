@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 import warnings
 
@@ -349,3 +350,29 @@ def test_a_version_3_state_still_loads() -> None:
     rows = [x for x, _ in events[:40]]
     # exact: the same weights and statistics give the same plain predictions
     assert restored.predict_proba_many(rows) == model.predict_proba_many(rows)
+
+
+def test_one_thread_for_the_process_keeps_every_prediction_and_skips_the_per_call_limits() -> None:
+    # in a fresh interpreter: the setting is for the rest of the process
+    import subprocess
+    import sys
+
+    script = """
+import json, torch
+from learners.driftmoe_neural import NeuralDriftMoE, use_one_thread, _one_blas_thread
+import learners.driftmoe_neural as m
+rows = [{"a": float(i % 7), "b": float(i % 3)} for i in range(600)]
+labels = [int(r["a"] > 3) for r in rows]
+def run():
+    model = NeuralDriftMoE(seed=3)
+    model.learn_many(rows[:512], labels[:512])
+    return model.predict_proba_many(rows[512:])
+before = run()
+use_one_thread()
+after = run()
+print(json.dumps({"threads": torch.get_num_threads(), "scoped": type(_one_blas_thread()).__name__, "same": before == after}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    # exact: one thread was already what each product ran on; only the switching is gone
+    assert got == {"threads": 1, "scoped": "nullcontext", "same": True}
