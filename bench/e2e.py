@@ -88,7 +88,50 @@ def raw_consume(client: str, kafka: str, topic: str, n: int) -> float:
     return n / secs
 
 
-def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int, batch: int, label_aware: bool = True) -> dict[str, float]:
+#: (what the table calls it, the object's attribute path on the pipeline, the method)
+STAGES = (
+    ("learner: predict", "learner", "predict_many_causal"),
+    ("learner: predict", "learner", "predict_many"),
+    ("learner: learn", "learner", "learn_many"),
+    ("consume and build records", "source", "poll"),
+    ("decode", None, "decode_events"),
+    ("encode and produce predictions", "", "_publish_predictions"),
+    ("prequential metrics", "metrics", "score_many"),
+    ("drift monitor", "monitor", "update_many"),
+    ("checkpoints and commits", "", "maybe_checkpoint"),
+    ("served model refresh", "", "publish"),
+)
+
+
+def _timed(pipeline: Any) -> dict[str, float]:
+    """Wrap each stage of ``pipeline`` in a timer; return the seconds spent in each, filled
+    as it runs. The wrappers cost about a microsecond a call: a few hundred calls a run."""
+    import stream.runtime.pipeline as loop
+
+    spent: dict[str, float] = {}
+
+    def wrap(owner: Any, method: str, label: str) -> None:
+        inner = getattr(owner, method)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
+
+        setattr(owner, method, timed)
+
+    for label, where, method in STAGES:
+        owner = loop if where is None else pipeline if where == "" else getattr(pipeline, where)
+        if hasattr(owner, method):
+            wrap(owner, method, label)
+    return spent
+
+
+def worker(
+    client: str, kafka: str, redis: str, topic: str, learner: str, n: int, batch: int, label_aware: bool = True, stages: bool = False
+) -> dict[str, Any]:
     from stream.config import load_settings
     from stream.service import build_worker
 
@@ -103,6 +146,7 @@ def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int
     # the clock starts at the first record, as the raw consume's does
     while not pipeline.step(batch):
         pass
+    spent = _timed(pipeline) if stages else {}
     # as `driftline worker` sets the collector before its loop (stream.runtime.collector)
     before = collector.settle()
     try:
@@ -116,6 +160,8 @@ def worker(client: str, kafka: str, redis: str, topic: str, learner: str, n: int
         "checkpoint_ms": pipeline.last_checkpoint_s * 1000,
         "snapshot_kb": pipeline.last_snapshot_bytes / 1024,
         "accuracy": pipeline.metrics.summary()["accuracy"],
+        "stages_us": {label: secs_in * 1e6 / n for label, secs_in in spent.items()},
+        "total_us": secs * 1e6 / n,
     }
     pipeline.source.close()
     pipeline.sink.close()
@@ -129,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", default="confluent,kafka-python")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--stages", action="store_true", help="also time each stage of the worker (µs an event, medians over the runs)")
     p.add_argument("--blind", action="store_true", help="the worker predicts with predict_many (label_aware_predictions=false), and so does the learner alone")
     args = p.parse_args(argv)
 
@@ -153,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 alone = measure(lambda learner=learner: make_learner(learner, {}, 0), events, args.batch, 1, cuda=False, causal=not args.blind)
                 alones.append(alone["events_per_s"])
                 raws.append(raw_consume(client, kafka, topic, args.n))
-                runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch, label_aware=not args.blind))
+                runs.append(worker(client, kafka, redis, topic, learner, args.n, args.batch, label_aware=not args.blind, stages=args.stages))
                 ratios.append(runs[-1]["events_per_s"] / alones[-1])
             rows.append({
                 "learner": learner, "client": client, "worker": statistics.median(x["events_per_s"] for x in runs),
@@ -161,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "checkpoint_ms": statistics.median(x["checkpoint_ms"] for x in runs),
                 "snapshot_kb": statistics.median(x["snapshot_kb"] for x in runs),
                 "accuracy": statistics.median(x["accuracy"] for x in runs),
+                "stages": {k: statistics.median(x["stages_us"].get(k, 0.0) for x in runs) for k in runs[0]["stages_us"]},
+                "total_us": statistics.median(x["total_us"] for x in runs),
+                "alone_us": 1e6 / statistics.median(alones),
             })
 
     m = machine()
@@ -174,6 +224,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     console.print(table)
     console.print(f"medians of {args.repeats} runs, {args.n:,} events each, micro-batch {args.batch}")
+    if args.stages:
+        for r in rows:
+            stages = Table(title=f"{r['learner']} / {r['client']}: µs an event, each stage of the worker (timers on)")
+            stages.add_column("stage")
+            stages.add_column("µs / event", justify="right")
+            for label, us in sorted(r["stages"].items(), key=lambda kv: -kv[1]):
+                stages.add_row(label, f"{us:.2f}")
+            stages.add_row("the rest of the loop", f"{r['total_us'] - sum(r['stages'].values()):.2f}")
+            stages.add_row("worker, all (timers on)", f"{r['total_us']:.2f}")
+            stages.add_row("learner alone", f"{r['alone_us']:.2f}")
+            console.print(stages)
     return 0
 
 
