@@ -57,6 +57,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "delivery.report.only.error": True,
 }
 
+#: sends between two calls that serve the producer's callbacks (failures, logs)
+_SERVE_EVERY = 4096
+
 #: linger of a transactional producer: its records are visible only at the commit anyway
 TRANSACTIONAL_LINGER_MS = 50
 
@@ -664,9 +667,11 @@ class ConfluentSink:
                 raise _as_connector_error(exc, f"sending to {topic!r} failed") from exc
 
     def _served(self, sent: int) -> None:
-        # serving delivery reports costs a call; every 64 sends keeps the queue short
+        # serving callbacks costs a call that waits on the client's locks; only failures
+        # are reported, so a call every few thousand sends keeps the queue short (a commit
+        # and a flush serve them too)
         self._unpolled += sent
-        if self._unpolled >= 64:
+        if self._unpolled >= _SERVE_EVERY:
             self._unpolled = 0
             self._producer.poll(0)
 

@@ -156,7 +156,10 @@ class Pipeline:
         #: how long the final checkpoint waits for a store that is down
         self.final_wait_s = 120.0
         #: recent inputs each newly published version is compared on with the one before it
-        self._probe: deque[dict[str, Any]] = deque(maxlen=max(1, settings.churn_probe_size))
+        #: the latest chunks' rows, newest last, just enough of them to hold the probe's size:
+        #: a chunk's list is kept as it is, where a deque of rows took a step per row
+        self._probe: deque[list[dict[str, Any]]] = deque()
+        self._probe_held = 0
         self._served: ServedModel | None = None
         #: share of the probe's predictions the last new version flipped (None: none compared yet)
         self.last_churn: float | None = None
@@ -405,7 +408,7 @@ class Pipeline:
         events, origin, y_pred = self._predict(events, origin)
         xs = [ev.x for ev in events]
         if self.settings.churn_probe_size:
-            self._probe.extend(xs)
+            self._hold_for_probe(xs)
         if self.settings.publish_predictions and events:
             self._publish_predictions(events, origin, y_pred)
         first = self.counters.events
@@ -725,6 +728,14 @@ class Pipeline:
         summary.update(self._router_shares)
         return summary
 
+    def _hold_for_probe(self, xs: list[dict[str, Any]]) -> None:
+        if not xs:
+            return
+        self._probe.append(xs)
+        self._probe_held += len(xs)
+        while self._probe_held - len(self._probe[0]) >= self.settings.churn_probe_size:
+            self._probe_held -= len(self._probe.popleft())
+
     def _score_churn(self, copy: Learner) -> None:
         """Compare a new version with the one served before it on a probe of recent inputs.
 
@@ -734,10 +745,11 @@ class Pipeline:
         probe row; the shares go with the version's metrics as ``router_e<j>``.
         """
         prev = self._served
-        if not self.settings.churn_probe_size or not self._probe or (prev is not None and prev.version == self.model_version):
+        size = self.settings.churn_probe_size
+        if not size or not self._probe_held or (prev is not None and prev.version == self.model_version):
             return
         if self._probe_rows is None or self._probe_uses >= _PROBE_VERSIONS:
-            self._probe_rows, self._probe_uses, self._probe_preds = list(self._probe), 0, None
+            self._probe_rows, self._probe_uses, self._probe_preds = [x for rows in self._probe for x in rows][-size:], 0, None
         rows = self._probe_rows
         before = self._probe_preds if self._probe_preds is not None and prev is not None and self._probe_version == prev.version else None
         choices = getattr(copy, "router_choices", None)
