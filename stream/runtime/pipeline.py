@@ -244,7 +244,7 @@ class Pipeline:
             for p in state["pending"]
         ]
         self._batch_x = list(state["batch_x"])
-        # snapshots from before label-aware prediction kept no labels: the rows' own, if any
+        # snapshots from before label-aware prediction kept no labels: those rows count as unlabelled
         self._batch_y = list(state.get("batch_y", [None] * len(self._batch_x)))
         self._drifted = bool(state["drifted"])
         self.offsets = header.topic_offsets()
