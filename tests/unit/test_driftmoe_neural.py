@@ -376,3 +376,25 @@ print(json.dumps({"threads": torch.get_num_threads(), "scoped": type(_one_blas_t
     got = json.loads(out.stdout.strip().splitlines()[-1])
     # exact: one thread was already what each product ran on; only the switching is gone
     assert got == {"threads": 1, "scoped": "nullcontext", "same": True}
+
+
+def test_the_compiled_sparse_adam_step_is_numpys_elementwise_passes_bit_for_bit() -> None:
+    from learners.driftmoe_neural import _BETA1, _BETA2, _EPS, _sparse_adam_kernel
+
+    rng = np.random.default_rng(0)
+    f32 = np.float32
+    w = rng.normal(size=(500, 40)).astype(f32)
+    mw = (rng.normal(size=(500, 40)) * 1e-3).astype(f32)
+    vw = (np.abs(rng.normal(size=(500, 40))) * 1e-4).astype(f32)
+    lr = (rng.random(40) * 1e-2).astype(f32)
+    rows = np.unique(rng.integers(0, 500, 200))
+    grad = rng.normal(size=(rows.size, 40)).astype(f32)
+    bc1, bc2 = 1.0 - _BETA1**7.0, 1.0 - _BETA2**7.0
+    # the reference: numpy's passes, each in float32
+    m = mw[rows] * f32(_BETA1) + grad * f32(1.0 - _BETA1)
+    v = vw[rows] * f32(_BETA2) + (grad * grad) * f32(1.0 - _BETA2)
+    expected_w = w.copy()
+    expected_w[rows] -= (m * (lr * f32(1.0 / bc1))) / (np.sqrt(v * f32(1.0 / bc2)) + f32(_EPS))
+    _sparse_adam_kernel()(w, mw, vw, rows, grad, lr * f32(1.0 / bc1), f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS))
+    # exact: the same float32 operations in the same order, element by element
+    assert np.array_equal(mw[rows], m) and np.array_equal(vw[rows], v) and np.array_equal(w, expected_w)
