@@ -288,6 +288,9 @@ def many_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=256)
     args = p.parse_args(argv)
+    from learners.driftmoe_neural import use_one_thread
+
+    use_one_thread()  # as `driftline worker --config` runs
     kafka, redis = _services()
     topic = f"bench-many-{uuid.uuid4().hex[:8]}"
     console.print(f"producing {args.n:,} SEA events to {topic} ...")
