@@ -122,9 +122,11 @@ def _timed(pipeline: Any) -> dict[str, float]:
 
         setattr(owner, method, timed)
 
+    # only the verb the pipeline calls: a learner's other verb may call it, and count twice
+    unused = "predict_many" if pipeline.settings.label_aware_predictions else "predict_many_causal"
     for label, where, method in STAGES:
         owner = loop if where is None else pipeline if where == "" else getattr(pipeline, where)
-        if hasattr(owner, method):
+        if hasattr(owner, method) and not (where == "learner" and method == unused):
             wrap(owner, method, label)
     return spent
 

@@ -72,10 +72,9 @@ class Prequential:
         self._add_many(y_true, y_pred, sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p))
 
     def _add_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None], hits: int) -> None:
-        # counted once for both windows; a Counter adds a Counter in its key order, the
-        # order the labels first appear, so the counts keep the order one by one gives them
-        if len(y_true) != len(y_pred):
-            raise ValueError(f"{len(y_true)} labels for {len(y_pred)} predictions")
+        # the callers' strict zips have checked the lengths. Counted once for both windows:
+        # a Counter adds a Counter in its key order, the order the labels first appear, so
+        # the counts keep the order one by one gives them
         rows, cols = Counter(y_true), Counter(y_pred)
         a, r = self._all, self._recent
         a.n += len(y_true)

@@ -405,14 +405,12 @@ class Pipeline:
                     origin.append(rec)
                 else:
                     self.dead_letter(rec, ev.reason)
-        events, origin, y_pred = self._predict(events, origin)
-        xs = [ev.x for ev in events]
+        events, origin, y_pred, xs, ys = self._predict(events, origin)
         if self.settings.churn_probe_size:
             self._hold_for_probe(xs)
         if self.settings.publish_predictions and events:
             self._publish_predictions(events, origin, y_pred)
         first = self.counters.events
-        ys = [ev.y for ev in events]
         if None in ys:
             keep = [i for i, y in enumerate(ys) if y is not None]
             ys, preds, indexes = [ys[i] for i in keep], [y_pred[i] for i in keep], [first + i for i in keep]
@@ -510,26 +508,30 @@ class Pipeline:
             except LearnerError as exc:
                 self.dead_letter(rec, f"learner could not learn the event: {exc}", "learner_refused")
 
-    def _predict(self, events: list[Event], origin: list[Record]) -> tuple[list[Event], list[Record], list[Any]]:
+    def _predict(
+        self, events: list[Event], origin: list[Record]
+    ) -> tuple[list[Event], list[Record], list[Any], list[dict[str, Any]], list[Any]]:
+        """The events the learner took, their records and predictions, and their features
+        and inline labels (the rest are dead-lettered)."""
         # A learner may read a row's context from the rows before it in the same call (the
         # recent past, in stream order), and with label-aware prediction their inline labels
         # too, as a learner stepping one event at a time would have learned them. So a poll
         # that continues a micro-batch is predicted behind the rows of that batch already
         # predicted: each row's prediction is then the same however the polls chopped it.
         if not events:
-            return events, origin, []
+            return events, origin, [], [], []
         prefix, prefix_y = self._batch_x, self._batch_y
         X, ys = [e.x for e in events], [e.y for e in events]
         try:
             preds = self._predict_rows(prefix + X, prefix_y + ys)[len(prefix) :]
             prefix.extend(X)
             prefix_y.extend(ys)
-            return events, origin, preds
+            return events, origin, preds, X, ys
         except Exception as batch_exc:
             failure = batch_exc
         # One event the learner cannot use must not sink the batch: find it, dead-letter it.
         # If every event fails alike, the fault is not in the events: stop.
-        kept_e, kept_r, preds, refused = [], [], [], []
+        kept_e, kept_r, kept_x, kept_y, preds, refused = [], [], [], [], [], []
         for ev, rec in zip(events, origin, strict=True):
             try:
                 preds.append(self._predict_rows([*prefix, ev.x], [*prefix_y, ev.y])[-1])
@@ -540,12 +542,14 @@ class Pipeline:
             prefix_y.append(ev.y)
             kept_e.append(ev)
             kept_r.append(rec)
+            kept_x.append(ev.x)
+            kept_y.append(ev.y)
         if not kept_e and len(events) > 1 and not all(isinstance(e, LearnerError) for _, e in refused):
             raise PipelineError(f"pipeline {self.name!r}: prediction failed for every event: {failure!r}") from failure
         for rec, exc in refused:
             what = "learner rejected the event" if isinstance(exc, LearnerError) else f"prediction failed ({type(exc).__name__})"
             self.dead_letter(rec, f"{what}: {exc}", "learner_refused" if isinstance(exc, LearnerError) else "prediction_failed")
-        return kept_e, kept_r, preds
+        return kept_e, kept_r, preds, kept_x, kept_y
 
     def _predict_rows(self, X: list[dict[str, Any]], y: list[Any]) -> list[Any]:
         # the verb never depends on which labels came, so neither does a row's prediction
