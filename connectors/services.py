@@ -343,7 +343,9 @@ def _start_kafka(d: Path, timeout_s: float, again: dict[str, Any] | None = None)
             controller_port = _free_port()
         props.write_text(_server_properties(run_dir, port, controller_port))
         log4j.write_text(_log4j2_properties(log_file))
-        cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
+        cluster_id = "-"
+        while cluster_id.startswith("-"):  # the storage tool's argument parser takes "-x..." for an option
+            cluster_id = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
         fmt = subprocess.run(
             [*common, "-Xmx512m", "-cp", classpath, "kafka.tools.StorageTool", "format",
              "-t", cluster_id, "-c", str(props)],

@@ -70,14 +70,18 @@ def _delayed(kafka: str, events: str, labels: str, n: int, seed: int) -> list[tu
     return schedule
 
 
-def _inline(kafka: str, topic: str, n: int, seed: int, regression: bool = False) -> None:
+def _inline_records(topic: str, n: int, seed: int, regression: bool = False) -> list[tuple]:
     stream = sea_stream(n, seed, n // 2)
     base = int(time.time() * 1000) - 10 * n
     out = []
     for i, (x, y) in enumerate(stream):
         target = round(x["x0"] * 2.0 - x["x1"] + float(y), 4) if regression else y
         out.append((topic, Event(id=f"e{i}", x=x, y=target).to_json(), base + i))
-    _produce(kafka, [topic], out)
+    return out
+
+
+def _inline(kafka: str, topic: str, n: int, seed: int, regression: bool = False) -> None:
+    _produce(kafka, [topic], _inline_records(topic, n, seed, regression))
 
 
 def _pipeline(name: str, events: str, learner: str, **extra) -> dict:
@@ -214,8 +218,11 @@ def test_sigkills_with_delayed_labels_leave_the_state_of_one_uninterrupted_run(t
 def test_three_workers_share_six_pipelines_and_a_dead_ones_move_within_ten_seconds(tmp_path, kafka_bootstrap, redis_url, unique_name):
     n = 10_000
     topics = [unique_name(f"share{i}") for i in range(6)]
-    for i, topic in enumerate(topics):
-        _inline(kafka_bootstrap, topic, n, 10 + i)
+    records = [_inline_records(topic, n, 10 + i) for i, topic in enumerate(topics)]
+    # the first half now, the rest once a worker is dead: no worker can finish its pipelines
+    # before the spread is seen and the kill lands, however fast it learns
+    for topic, rec in zip(topics, records, strict=True):
+        _produce(kafka_bootstrap, [topic], rec[: n // 2])
     names = [unique_name(f"p{i}") for i in range(6)]
     shared = _config(tmp_path / "six.yaml", [
         _pipeline(name, topic, "river:tree.HoeffdingTreeClassifier", checkpoint={"every_events": 2_000})
@@ -247,6 +254,8 @@ def test_three_workers_share_six_pipelines_and_a_dead_ones_move_within_ten_secon
     )  # fmt: skip
     moved_s = time.monotonic() - killed_at
     assert moved_s <= 10.0, moved_s
+    for topic, rec in zip(topics, records, strict=True):
+        _produce(kafka_bootstrap, [topic], rec[n // 2 :])
     _finished(workers[1:], logs[1:])
 
     alone = _config(tmp_path / "alone.yaml", [
