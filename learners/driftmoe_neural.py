@@ -69,6 +69,7 @@ def _one_blas_thread() -> Any:
 
 
 _SPARSE_ADAM: Any = None
+_SMALLEST: Any = None
 
 
 def _sparse_adam_kernel() -> Any:
@@ -100,22 +101,45 @@ def _sparse_adam_kernel() -> Any:
     return _SPARSE_ADAM
 
 
-def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` smallest entries of each row of ``d2`` (in no order).
+def _smallest_kernel() -> Any:
+    """Per row, the columns of the ``k`` smallest entries, by (value, column): one pass that
+    keeps the k best in a sorted buffer, so a typical entry costs one comparison. About
+    twice as fast as torch's top-k at (256, 1024) on one thread; compiled on first use."""
+    global _SMALLEST
+    if _SMALLEST is None:
+        from numba import njit
 
-    torch's top-k on one thread takes about half the CPU time of ``np.argpartition`` here;
-    more threads only cost more CPU at (256, 1024). Ties go the same way for the same input.
-    """
-    threads = torch.get_num_threads()
-    if threads != 1:
-        torch.set_num_threads(1)
-    try:
-        return torch.topk(
-            torch.from_numpy(d2), k, dim=1, largest=False, sorted=False
-        ).indices.numpy()
-    finally:
-        if threads != 1:
-            torch.set_num_threads(threads)
+        @njit(cache=True, error_model="numpy")
+        def smallest(d2, k, out):
+            vals = np.empty(k, dtype=d2.dtype)
+            for i in range(d2.shape[0]):
+                row = d2[i]
+                for j in range(d2.shape[1]):
+                    v = row[j]
+                    if j < k:
+                        p = j
+                    elif v < vals[k - 1]:
+                        p = k - 1
+                    else:
+                        continue
+                    # insertion after equal values: an earlier column wins a tie
+                    while p > 0 and vals[p - 1] > v:
+                        vals[p] = vals[p - 1]
+                        out[i, p] = out[i, p - 1]
+                        p -= 1
+                    vals[p] = v
+                    out[i, p] = j
+
+        _SMALLEST = smallest
+    return _SMALLEST
+
+
+def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` smallest entries of each row of ``d2`` (in no order);
+    ties go to the earlier column."""
+    out = np.empty((d2.shape[0], k), dtype=np.int64)
+    _smallest_kernel()(np.ascontiguousarray(d2), k, out)
+    return out
 
 
 class _Parts(NamedTuple):

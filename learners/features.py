@@ -286,16 +286,9 @@ class FeatureSpace:
         lookup = self._over_cache if self._over_cache else self._num_index
         get = lookup.get
         cols = np.fromiter(map(get, keys, itertools.repeat(-1)), np.int64, len(keys))
-        for p in np.flatnonzero(cols < 0).tolist():
-            k = keys[p]
-            col = self._numeric_column(k, grow, int(rows[p]))
-            if col >= 0 and self._kinds[col] == _OVER:
-                over = self._over_cache
-                if not over or len(over) >= _HASH_CACHE_MAX:
-                    over.clear()
-                    over.update(self._num_index)
-                over[k] = col
-            cols[p] = col
+        misses = np.flatnonzero(cols < 0).tolist()
+        if misses:
+            self._resolve_misses(keys, rows, cols, misses, grow)
         vals = np.array(vals_l, dtype=np.float64)
         bad = ~np.isfinite(vals)
         if bad.any():
@@ -305,6 +298,31 @@ class FeatureSpace:
         if not keep.all():
             return rows[keep], cols[keep], vals[keep]
         return rows, cols, vals
+
+    def _resolve_misses(
+        self, keys: list[Any], rows: np.ndarray, cols: np.ndarray, misses: list[int], grow: bool
+    ) -> None:
+        """Columns of the names ``_ragged_block``'s lookup did not know, in place. Past the
+        width nearly every miss is a word seen for the first time: its overflow column is its
+        crc32 bucket's, found here without the general path's per-name calls."""
+        over, over_index, buckets, crc32 = self._over_cache, self._over_index, self._buckets, zlib.crc32
+        full = self._full()
+        for p in misses:
+            k = keys[p]
+            col = None
+            if full and type(k) is str:
+                # the bucket _overflow_column would compute for a name (value None)
+                col = over_index.get(crc32(k.encode()) % buckets)
+            if col is None:
+                col = self._numeric_column(k, grow, int(rows[p]))
+                if col < 0 or self._kinds[col] != _OVER:
+                    cols[p] = col
+                    continue
+            if not over or len(over) >= _HASH_CACHE_MAX:
+                over.clear()
+                over.update(self._num_index)
+            over[k] = col
+            cols[p] = col
 
     def _numeric_block(
         self, keys: Sequence[Any], idx: list[int], rows: list[list[Any]], grow: bool
