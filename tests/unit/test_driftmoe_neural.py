@@ -378,7 +378,7 @@ print(json.dumps({"threads": torch.get_num_threads(), "scoped": type(_one_blas_t
     assert got == {"threads": 1, "scoped": "nullcontext", "same": True}
 
 
-def test_the_compiled_sparse_adam_step_is_numpys_elementwise_passes_bit_for_bit() -> None:
+def test_the_compiled_sparse_adam_step_is_numpys_passes_bit_for_bit() -> None:
     from learners.driftmoe_neural import _BETA1, _BETA2, _EPS, _sparse_adam_kernel
 
     rng = np.random.default_rng(0)
@@ -387,14 +387,28 @@ def test_the_compiled_sparse_adam_step_is_numpys_elementwise_passes_bit_for_bit(
     mw = (rng.normal(size=(500, 40)) * 1e-3).astype(f32)
     vw = (np.abs(rng.normal(size=(500, 40))) * 1e-4).astype(f32)
     lr = (rng.random(40) * 1e-2).astype(f32)
-    rows = np.unique(rng.integers(0, 500, 200))
-    grad = rng.normal(size=(rows.size, 40)).astype(f32)
+    # a step of 64 rows holding 600 entries over 500 inputs: inputs hit by several rows,
+    # and by one row twice
+    row_of = np.sort(rng.integers(0, 64, 600))
+    idx = rng.integers(0, 500, 600)
+    idx[1] = idx[0]
+    vals = rng.normal(size=600).astype(f32)
+    da = rng.normal(size=(64, 40)).astype(f32)
     bc1, bc2 = 1.0 - _BETA1**7.0, 1.0 - _BETA2**7.0
-    # the reference: numpy's passes, each in float32
+    # the reference: numpy's passes, each in float32; np.add.at adds entry by entry in order
+    rows, inv = np.unique(idx, return_inverse=True)
+    grad = np.zeros((rows.size, 40), dtype=f32)
+    np.add.at(grad, inv, vals[:, None] * da[row_of])
     m = mw[rows] * f32(_BETA1) + grad * f32(1.0 - _BETA1)
     v = vw[rows] * f32(_BETA2) + (grad * grad) * f32(1.0 - _BETA2)
     expected_w = w.copy()
     expected_w[rows] -= (m * (lr * f32(1.0 / bc1))) / (np.sqrt(v * f32(1.0 / bc2)) + f32(_EPS))
-    _sparse_adam_kernel()(w, mw, vw, rows, grad, lr * f32(1.0 / bc1), f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS))
+    mw0, vw0 = mw.copy(), vw.copy()
+    _sparse_adam_kernel()(
+        w, mw, vw, idx, vals, row_of, da, lr * f32(1.0 / bc1),
+        f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS),
+    )  # fmt: skip
     # exact: the same float32 operations in the same order, element by element
     assert np.array_equal(mw[rows], m) and np.array_equal(vw[rows], v) and np.array_equal(w, expected_w)
+    untouched = np.setdiff1d(np.arange(500), rows)
+    assert np.array_equal(mw[untouched], mw0[untouched]) and np.array_equal(vw[untouched], vw0[untouched])
