@@ -36,6 +36,7 @@ _MIX_DECAY = 0.9
 
 _BLAS: Any = None
 _LABEL_TYPES = frozenset((int, str, bool))
+_LABEL_TYPES_OR_NONE = _LABEL_TYPES | {type(None)}
 #: prediction calls are padded to a multiple of this many rows
 _ROW_TILE = 16
 
@@ -536,6 +537,8 @@ class NeuralDriftMoE(Classifier):
         # the last prediction's rows and its parts (see _Parts), so that learning the rows
         # just predicted scores the mixes without computing them again; not in the state
         self._pred_memo: tuple[list[Any], _Parts] | None = None
+        # the last label-aware prediction's neighbour vote: (parts, labels, classes, vote)
+        self._vote_memo: tuple[_Parts, np.ndarray, int, np.ndarray] | None = None
         self._p: dict[str, torch.Tensor] = {}
         self._graph: Any = None
         self._n_seen = 0
@@ -1277,9 +1280,10 @@ class NeuralDriftMoE(Classifier):
         first seen among the call's labels (a run of a new class is followed at once)."""
         if len(y) != len(X):
             raise InvalidInputError(f"X has {len(X)} rows but y has {len(y)} labels")
-        for i, label in enumerate(y):
-            if label is not None:
-                validate_y(label, f"y[{i}]")
+        if not _LABEL_TYPES_OR_NONE.issuperset(map(type, y)):
+            for i, label in enumerate(y):
+                if label is not None:
+                    validate_y(label, f"y[{i}]")
         if not self._p:
             validate_batch(X)  # when built, the feature space checks the rows it reads
         classes = self._labels.labels
@@ -1316,6 +1320,7 @@ class NeuralDriftMoE(Classifier):
             return comps[0] if comps[0] is not None else np.full((m, c), 1.0 / c)
         if self.neighbours and parts is not None and parts.query is not None:
             comps[1] = self._causal_vote(parts.query, parts.bank_near, yi, c)
+            self._vote_memo = (parts, yi, c, comps[1])
         comps[2] = self._recent_probs(yi, c)[0]
         w = self._causal_weights([p is not None for p in comps])
         out = np.zeros((m, c))
@@ -1333,8 +1338,13 @@ class NeuralDriftMoE(Classifier):
         if parts is not None and parts.experts is not None:
             pm = parts.experts
             comps[0] = np.pad(pm, ((0, 0), (0, c - pm.shape[1]))) if pm.shape[1] < c else pm
+        memo, self._vote_memo = self._vote_memo, None
         if self.neighbours and parts is not None and parts.query is not None:
-            comps[1] = self._causal_vote(parts.query, parts.bank_near, yi, c)
+            if memo is not None and memo[0] is parts and memo[2] == c and np.array_equal(memo[1], yi):
+                # the label-aware prediction of these rows had all their labels: its vote is this one
+                comps[1] = memo[3]
+            else:
+                comps[1] = self._causal_vote(parts.query, parts.bank_near, yi, c)
         comps[2], self._recent = self._recent_probs(yi, c)
         rows = np.arange(yi.shape[0])
         loss = np.array(

@@ -412,3 +412,22 @@ def test_the_compiled_sparse_adam_step_is_numpys_passes_bit_for_bit() -> None:
     assert np.array_equal(mw[rows], m) and np.array_equal(vw[rows], v) and np.array_equal(w, expected_w)
     untouched = np.setdiff1d(np.arange(500), rows)
     assert np.array_equal(mw[untouched], mw0[untouched]) and np.array_equal(vw[untouched], vw0[untouched])
+
+
+def test_learning_after_a_label_aware_prediction_reuses_its_vote_and_learns_the_same() -> None:
+    from learners import checks
+    from stream.synth import runs_stream
+
+    events = list(runs_stream(2_048, seed=3))
+    aware, blind = NeuralDriftMoE(device="cpu", seed=5), NeuralDriftMoE(device="cpu", seed=5)
+    reused = 0
+    for i in range(0, len(events), 256):
+        X, y = [x for x, _ in events[i : i + 256]], [t for _, t in events[i : i + 256]]
+        aware.predict_many_causal(X, y)
+        reused += aware._vote_memo is not None
+        aware.learn_many(X, y)
+        blind.predict_many(X)
+        blind.learn_many(X, y)
+    assert reused == 7  # every block after the first, when the memory holds rows
+    # exact: the memo holds the very vote the learning step would compute
+    checks.assert_state_equal(aware.state_dict(), blind.state_dict())
