@@ -280,7 +280,9 @@ def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique
     """The broker SIGKILLed under an open transaction and started again on its data."""
     from connectors import services
 
-    learner, n, every = "driftmoe", 40_000, 10_000
+    # long enough that the broker dies mid-stream, not after the worker finished: the
+    # learner does about 60,000 events a second here
+    learner, n, every = "driftmoe", 200_000, 10_000
     state_dir = tmp_path / "kafka-state"
     kafka = services.up_kafka(state_dir)
     try:
@@ -293,6 +295,7 @@ def test_a_broker_restart_mid_stream_changes_nothing(tmp_path, redis_url, unique
         worker = _worker(env, n, log)
         try:
             _wait(lambda: _events_seen(store, name) >= every, 300, "a first snapshot", worker, log)
+            assert _events_seen(store, name) < n  # the broker goes down mid-stream
             assert services.restart_kafka(state_dir, kill=True, down_s=3.0) == kafka
             assert worker.wait(600) == 0, log.read_text()[-3000:]
         finally:
