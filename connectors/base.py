@@ -7,8 +7,9 @@ Offsets follow Kafka's convention everywhere: the offset stored for a partition 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+
+import msgspec
 
 #: (topic, partition)
 TopicPartition = tuple[str, int]
@@ -33,11 +34,12 @@ def check_seek(offsets: Offsets, topics: Sequence[str]) -> None:
             raise ValueError(f"offset must be >= 0, got {offset} for {topic}[{partition}]")
 
 
-@dataclass(slots=True)
-class Record:
+class Record(msgspec.Struct, gc=False):
     """One message as read from a topic (treat as read-only).
 
-    Not frozen: a frozen dataclass costs a microsecond more to build, once per record.
+    A struct built in C, once per record: a third of a slots dataclass's cost. It holds no
+    containers that could form a cycle, so the cyclic collector never tracks it (gc=False)
+    and the records of a poll do not count towards its young generation.
     """
 
     topic: str

@@ -74,6 +74,8 @@ class Counters:
 #: a labelled row predicted but not yet learned (its micro-batch is not complete):
 #: (features, label, the record it came from)
 _Pending = tuple[dict[str, Any], Any, Record]
+#: a poll whose values all decoded has only these types (a C-level check, no generator)
+_ONLY_EVENTS = frozenset((Event,))
 
 
 class _Prediction(msgspec.Struct):
@@ -395,7 +397,7 @@ class Pipeline:
         # per-event work is done a chunk at a time (decode, publish, score, monitor): the
         # event path should cost little beside the learner
         decoded = decode_events([r.value for r in records], self.settings.max_event_bytes, self.settings.task)
-        if all(type(ev) is Event for ev in decoded):
+        if _ONLY_EVENTS.issuperset(map(type, decoded)):
             events, origin = decoded, records
         else:
             events, origin = [], []
