@@ -653,6 +653,10 @@ class NeuralDriftMoE(Classifier):
         self._ctx = torch.zeros(self._c_cap, device=self._dev)
         self._graph = None
         self._refresh_numpy_views()
+        if self.neighbours:
+            # the top-k compiled (or loaded from numba's cache) now, as the model is built or
+            # restored, not inside the first prediction a replica serves
+            _nearest(np.zeros((1, 1), dtype=np.float32), 1)
 
     def _refresh_numpy_views(self) -> None:
         # on the CPU the step runs in numpy on views that share memory with the tensors:
