@@ -653,9 +653,9 @@ class NeuralDriftMoE(Classifier):
         self._ctx = torch.zeros(self._c_cap, device=self._dev)
         self._graph = None
         self._refresh_numpy_views()
-        if self.neighbours:
+        if self.neighbours and _SMALLEST is None:
             # the top-k compiled (or loaded from numba's cache) now, as the model is built or
-            # restored, not inside the first prediction a replica serves
+            # restored, not inside the first prediction a replica serves; once a process
             _nearest(np.zeros((1, 1), dtype=np.float32), 1)
 
     def _refresh_numpy_views(self) -> None:
