@@ -17,6 +17,7 @@ import math
 import operator
 from collections import Counter, deque
 from collections.abc import Hashable, Sequence
+from itertools import chain
 from typing import Any
 
 
@@ -59,6 +60,7 @@ class Prequential:
         #: oldest first: a chunk enters and leaves in a few C-level passes
         self._chunks: deque[tuple[list[Hashable], list[Hashable | None]]] = deque()
         self._in_window = 0
+        self._window_counted = True
 
     @property
     def n(self) -> int:
@@ -72,22 +74,20 @@ class Prequential:
         self._add_many(y_true, y_pred, sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p))
 
     def _add_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None], hits: int) -> None:
-        # the callers' strict zips have checked the lengths. Counted once for both windows:
-        # a Counter adds a Counter in its key order, the order the labels first appear, so
-        # the counts keep the order one by one gives them
-        rows, cols = Counter(y_true), Counter(y_pred)
+        # the callers' strict zips have checked the lengths. A Counter adds a Counter in its
+        # key order, the order the labels first appear, so the counts keep the order one by
+        # one gives them
         a, r = self._all, self._recent
         a.n += len(y_true)
         a.correct += hits
-        a.rows.update(rows)
-        a.cols.update(cols)
+        a.rows.update(y_true)
+        a.cols.update(y_pred)
         r.n += len(y_true)
         r.correct += hits
-        r.rows.update(rows)
-        r.cols.update(cols)
         self._chunks.append((list(y_true), list(y_pred)))
         self._in_window += len(y_true)
-        # adding all before dropping the oldest gives the same counts (keys are never deleted)
+        # the window's label counts serve only its kappa: they are counted when it is read
+        self._window_counted = False
         excess = self._in_window - self.window
         while excess > 0:
             ys, ps = self._chunks[0]
@@ -98,10 +98,17 @@ class Prequential:
                 ys, ps = ys[:excess], ps[:excess]
             r.n -= len(ys)
             r.correct -= sum(map(operator.eq, ys, ps))
-            r.rows.subtract(Counter(ys))
-            r.cols.subtract(Counter(ps))
             self._in_window -= len(ys)
             excess -= len(ys)
+
+    def _window(self) -> _Confusion:
+        """The rolling window's confusion counts, labels counted in the order they appear in it."""
+        r = self._recent
+        if not self._window_counted:
+            r.rows = Counter(chain.from_iterable(ys for ys, _ in self._chunks))
+            r.cols = Counter(chain.from_iterable(ps for _, ps in self._chunks))
+            self._window_counted = True
+        return r
 
     def score(self, y_true: Hashable, y_pred: Hashable | None) -> float:
         """Update with one labelled prediction; return its loss for the drift monitor (0 or 1)."""
@@ -139,6 +146,7 @@ class Prequential:
             self._recent.add(y, p, 1)
         self._chunks = deque([([y for y, _ in pairs], [p for _, p in pairs])]) if pairs else deque()
         self._in_window = len(pairs)
+        self._window_counted = True
 
     def summary(self) -> dict[str, float]:
         return {
@@ -146,7 +154,7 @@ class Prequential:
             "accuracy": self._all.accuracy(),
             "kappa": self._all.kappa(),
             "rolling_accuracy": self._recent.accuracy(),
-            "rolling_kappa": self._recent.kappa(),
+            "rolling_kappa": self._window().kappa(),
         }
 
 

@@ -98,9 +98,16 @@ def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000, task: str
     """
     if task == "regression":
         return [ev if type(ev) is not Event else _as_target(ev) for ev in decode_events(values, max_bytes, "")]
-    out: list[Event | EventError] = []
-    append, decode = out.append, _DECODER.decode
     lenient = task == ""
+    decoded = _decode_lines(values, max_bytes)
+    if decoded is not None:
+        out: list[Event | EventError] = decoded  # type: ignore[assignment]
+        for i, ev in enumerate(decoded):
+            if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or (type(ev.y) is float and not lenient):
+                out[i] = _finish(ev)
+        return out
+    out = []
+    append, decode = out.append, _DECODER.decode
     for raw in values:
         if len(raw) > max_bytes:
             append(EventError(f"event is {len(raw)} bytes; the limit is {max_bytes}"))
@@ -110,14 +117,31 @@ def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000, task: str
         except (msgspec.DecodeError, msgspec.ValidationError):
             append(_explain(raw))
             continue
-        if lenient and type(ev.y) is float and ev.id and ev.x and len(ev.x) <= MAX_FEATURES:
-            append(ev)
-            continue
-        if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or type(ev.y) is float:
+        if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or (type(ev.y) is float and not lenient):
             append(_finish(ev))
             continue
         append(ev)
     return out
+
+
+def _decode_lines(values: Sequence[bytes], max_bytes: int) -> list[Event] | None:
+    """All of a poll's values in one call of the C decoder, one value a line, if every one
+    of them is a valid event; else None (the caller then decodes each on its own).
+
+    A line is decoded on its own, so values cannot combine into other events; a value
+    holding a newline, or none at all, would change the count of lines, so they go the
+    one-by-one way.
+    """
+    if not values or max(map(len, values)) > max_bytes:
+        return None
+    joined = b"\n".join(values)
+    if joined.count(b"\n") != len(values) - 1:
+        return None
+    try:
+        decoded = _DECODER.decode_lines(joined)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return decoded if len(decoded) == len(values) else None
 
 
 def _as_target(ev: Event) -> Event | EventError:

@@ -123,18 +123,25 @@ class LossMonitor:
         recent = self._recent
         s, n = self._since_drift_sum, self._since_drift_n
         found = []
+        # the window's sum and width, followed here: an update that finds no change only adds
+        # its value (the same float additions as the engine's); one that finds one drops
+        # buckets, and they are read again from the engine
+        total, width = helper.get_total(), helper.get_width()
         for i, loss in enumerate(losses):
             recent.append(loss)
             s += loss
             n += 1
             # read before the update, which first resets a detector that fired last time
-            width = helper.get_width()
-            before = helper.get_total() / width if width else 0.0
+            before = total / width if width else 0.0
             if det._drift_detected:
                 det._reset()
                 helper = det._helper
+                total, width = helper.get_total(), helper.get_width()
             det._drift_detected = hit = helper.update(loss)
+            total += loss
+            width += 1
             if hit:
+                total, width = helper.get_total(), helper.get_width()
                 after = sum(recent) / len(recent)
                 s, n = 0.0, 0
                 if self.direction != "increase" or after > before:

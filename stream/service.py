@@ -139,9 +139,11 @@ def build_worker(
     from connectors.redis_store import RedisStore
 
     prepare_kafka(settings)
+    joins = bool(settings.labels_topic and settings.join_labels)
     source = open_source(
         settings.kafka_client, settings.kafka_bootstrap_servers, [settings.events_topic], settings.consumer_group,
-        options=settings.kafka_options,
+        # only the label join reads the events' timestamps (its stream time)
+        options=settings.kafka_options, metadata=joins,
     )
     # one transactional id per pipeline, stable across restarts: a new worker's producer
     # fences its predecessor's, so a zombie cannot commit outputs
@@ -151,7 +153,7 @@ def build_worker(
         options=settings.kafka_options,
     )
     labels = None
-    if settings.labels_topic and settings.join_labels:
+    if joins:
         # its own group: the labels' offsets live in the snapshot; the group's are for lag
         labels = open_source(
             settings.kafka_client, settings.kafka_bootstrap_servers, [settings.labels_topic],

@@ -63,15 +63,17 @@ def open_source(
     group_id: str,
     *,
     options: Mapping[str, Any] | None = None,
+    metadata: bool = True,
     **bounds: float,
 ) -> ConfluentSource | KafkaPythonSource:
-    """A consumer-group source on ``client``; ``bounds``: ``stall_warn_s``, ``give_up_s``."""
+    """A consumer-group source on ``client``; ``bounds``: ``stall_warn_s``, ``give_up_s``;
+    ``metadata=False``: records without their timestamps and headers (cheaper to read)."""
     _check_client(client)
     unknown = set(bounds) - {"stall_warn_s", "give_up_s"}
     if unknown:
         msg = f"unknown source bounds: {sorted(unknown)}"
         raise TypeError(msg)
-    return _SOURCES[client](bootstrap_servers, topics, group_id, options=options, **bounds)
+    return _SOURCES[client](bootstrap_servers, topics, group_id, options=options, metadata=metadata, **bounds)
 
 
 def open_sink(

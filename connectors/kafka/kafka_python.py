@@ -103,9 +103,11 @@ class KafkaPythonSource:
         extra_config: Mapping[str, Any] | None = None,
         stall_warn_s: float = DEFAULT_STALL_WARN_S,
         give_up_s: float = DEFAULT_GIVE_UP_S,
+        metadata: bool = True,
     ) -> None:
         self.topics = topic_names(topics)
         check_bounds(stall_warn_s, give_up_s)
+        self.metadata = metadata
         self.group_id = group_id
         self.bootstrap_servers = bootstrap_servers
         self._config: dict[str, Any] = {
@@ -242,8 +244,8 @@ class KafkaPythonSource:
                 r.offset,
                 r.value if r.value is not None else b"",
                 r.key,
-                r.timestamp if r.timestamp is not None and r.timestamp >= 0 else None,
-                tuple((name, value) for name, value in r.headers) if r.headers else (),
+                r.timestamp if self.metadata and r.timestamp is not None and r.timestamp >= 0 else None,
+                tuple((name, value) for name, value in r.headers) if self.metadata and r.headers else (),
             )
             for batch in batches.values()
             for r in batch

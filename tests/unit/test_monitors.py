@@ -120,3 +120,18 @@ def test_update_many_is_update_on_each_loss_however_the_stream_is_chopped(detect
         got += [(lo + at, d) for at, d in many.update_many(losses[lo:hi], range(lo, hi))]
     assert expected and got == expected
     assert many.state_dict() == one.state_dict()
+
+
+def test_update_many_follows_the_window_of_fractional_losses_exactly():
+    # a regression pipeline's losses are fractions: the loop's own running sum must stay
+    # the engine's to the last bit, across drifts and the resets after them
+    rng = random.Random(11)
+    losses = [rng.random() * (0.2 if (i // 2500) % 2 == 0 else 1.0) for i in range(12_000)]
+    one = LossMonitor("adwin", direction="both")
+    expected = [(i, d) for i, x in enumerate(losses) if (d := one.update(x, i)) is not None]
+    many = LossMonitor("adwin", direction="both")
+    got = []
+    for lo, hi in _chop(len(losses), seed=5):
+        got += [(lo + at, d) for at, d in many.update_many(losses[lo:hi], range(lo, hi))]
+    assert len(expected) >= 2 and got == expected
+    assert many.state_dict() == one.state_dict()
