@@ -57,7 +57,11 @@ class Source(Protocol):
     """A consumer of one or more topics."""
 
     def poll(self, max_records: int, timeout_ms: int) -> list[Record]:
-        """Return up to ``max_records`` records, waiting at most ``timeout_ms`` for the first."""
+        """Return up to ``max_records`` records, waiting at most ``timeout_ms`` for the first.
+
+        A partition's records come together, in offset order (the runtime reads a poll's
+        progress from its last record when the first and the last share a partition).
+        """
         ...
 
     def seek(self, offsets: Offsets) -> None:

@@ -71,9 +71,6 @@ class Counters:
     checkpoint_failures: int = 0
 
 
-#: a labelled row predicted but not yet learned (its micro-batch is not complete):
-#: (features, label, the record it came from)
-_Pending = tuple[dict[str, Any], Any, Record]
 #: a poll whose values all decoded has only these types (a C-level check, no generator)
 _ONLY_EVENTS = frozenset((Event,))
 
@@ -135,7 +132,11 @@ class Pipeline:
         self.dead_letters_by_kind: dict[str, int] = {}
         self.snapshot_version: int | None = None
         self.drift_points: list[int] = []
-        self._pending: list[_Pending] = []
+        #: labelled rows predicted but not yet learned (their micro-batch is not complete):
+        #: features, labels and the records they came from, as three lists
+        self._pending_x: list[dict[str, Any]] = []
+        self._pending_y: list[Any] = []
+        self._pending_rec: list[Record] = []
         #: every row of the current micro-batch predicted so far, labelled or not
         self._batch_x: list[dict[str, Any]] = []
         #: their inline labels (None: none came with the event), for label-aware prediction
@@ -241,10 +242,9 @@ class Pipeline:
             self.alert_manager.next_id = state["next_alert_id"]
         self.drift_points = list(state["drift_points"])
         self.counters = Counters(**state["counters"])
-        self._pending = [
-            (p["x"], p["y"], Record(p["topic"], p["partition"], p["offset"], p["value"], p["key"]))
-            for p in state["pending"]
-        ]
+        self._pending_x = [p["x"] for p in state["pending"]]
+        self._pending_y = [p["y"] for p in state["pending"]]
+        self._pending_rec = [Record(p["topic"], p["partition"], p["offset"], p["value"], p["key"]) for p in state["pending"]]
         self._batch_x = list(state["batch_x"])
         # snapshots from before label-aware prediction kept no labels: those rows count as unlabelled
         self._batch_y = list(state.get("batch_y", [None] * len(self._batch_x)))
@@ -291,7 +291,7 @@ class Pipeline:
         self.counters = Counters()
         self.snapshot_version = None
         self.drift_points = []
-        self._pending = []
+        self._pending_x, self._pending_y, self._pending_rec = [], [], []
         self._batch_x = []
         self._batch_y = []
         self._drifted = False
@@ -425,7 +425,9 @@ class Pipeline:
                 # a warning is for people; only a firing tells the learner to react
                 self._drifted = self._drifted or found.kind == "drift"
                 self._raise_alert(found, labelled[at], lab_origin[at])
-            self._pending.extend(zip(xs, ys, lab_origin, strict=True))
+            self._pending_x.extend(xs)
+            self._pending_y.extend(ys)
+            self._pending_rec.extend(lab_origin)
         self.counters.labelled += len(labelled)
         if self.join is not None:
             self.join.serve(events, origin, y_pred, first, self.model_version)
@@ -439,8 +441,13 @@ class Pipeline:
         self.counters.events += len(events)
         self.counters.records += len(records)
         offsets = self.offsets
-        for rec in records:
-            offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        first, last = records[0], records[-1]
+        if first.partition == last.partition and first.topic == last.topic:
+            # a source returns each partition's records together, in offset order
+            offsets[(last.topic, last.partition)] = last.offset + 1
+        else:
+            for rec in records:
+                offsets[(rec.topic, rec.partition)] = rec.offset + 1
         if self._replay_until:
             self._replay_until = {tp: until for tp, until in self._replay_until.items() if offsets.get(tp, 0) < until}
         self._dirty = True
@@ -457,10 +464,11 @@ class Pipeline:
         self._outputs_open = True
 
     def _finish_batch(self) -> None:
-        pending, self._pending = self._pending, []
+        xs, ys, recs = self._pending_x, self._pending_y, self._pending_rec
+        self._pending_x, self._pending_y, self._pending_rec = [], [], []
         self._batch_x, self._batch_y = [], []
-        if pending:
-            self._learn(pending)
+        if xs:
+            self._learn(xs, ys, recs)
             self.model_version += 1
         if self.join is not None:
             self._take_labels()
@@ -489,14 +497,14 @@ class Pipeline:
             w = joined[at][0]
             self._raise_alert(found, Event(id=w.event_id, x=w.x), w.record())
         self.counters.labelled += len(joined)
-        self._learn([(w.x, y, w.record()) for w, y in joined])
+        self._learn([w.x for w, _ in joined], [y for _, y in joined], [w.record() for w, _ in joined])
         self.model_version += 1
 
-    def _learn(self, rows: list[_Pending]) -> None:
+    def _learn(self, xs: list[dict[str, Any]], ys: list[Any], recs: list[Record]) -> None:
         # learners check a whole batch before learning any of it, so after a refusal the
         # events can be learned one by one and only the offending ones dead-lettered
         try:
-            self.learner.learn_many([x for x, _, _ in rows], [y for _, y, _ in rows])
+            self.learner.learn_many(xs, ys)
             return
         except LearnerError:
             pass
@@ -504,7 +512,7 @@ class Pipeline:
             # the learner may have learned part of the batch: its state is no longer one
             # the stream explains, so stop before any of it reaches a snapshot
             raise PipelineError(f"pipeline {self.name!r}: learning failed: {exc!r}; stopped without a checkpoint") from exc
-        for x, y, rec in rows:
+        for x, y, rec in zip(xs, ys, recs, strict=True):
             try:
                 self.learner.learn_many([x], [y])
             except LearnerError as exc:
@@ -643,7 +651,7 @@ class Pipeline:
             "counters": dict(self.counters.__dict__),
             "pending": [
                 {"x": x, "y": y, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key, "value": r.value}
-                for x, y, r in self._pending
+                for x, y, r in zip(self._pending_x, self._pending_y, self._pending_rec, strict=True)
             ],
             "drifted": self._drifted,
             "batch_x": list(self._batch_x),
