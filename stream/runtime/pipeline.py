@@ -48,7 +48,7 @@ from stream.config import Settings
 from stream.dead_letters import dead_letter_headers
 from stream.evaluation import make_metrics, predictive_churn
 from stream.events import Event, decode_events
-from stream.exceptions import ConfigError, LeaseLostError, PipelineError, SnapshotError
+from stream.exceptions import ConfigError, EventError, LeaseLostError, PipelineError, SnapshotError
 from stream.join import LabelJoin
 from stream.monitors import FeatureMonitor, LossMonitor
 from stream.runtime.board import ModelBoard, ServedModel
@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 LearnerFactory = Callable[[], Learner]
 #: rewinds to the last snapshot after lost outputs, in a row, before the pipeline gives up
 MAX_REWINDS = 5
+#: records a poll asks for, rounded down to whole micro-batches (at least one)
+POLL_RECORDS = 1024
 
 
 @dataclass
@@ -321,7 +323,14 @@ class Pipeline:
         while True:
             try:
                 while not stop.is_set() and self._halted is None:
-                    limit = self.settings.batch_size - self.counters.records % self.settings.batch_size
+                    # a poll ends at a micro-batch's end and may hold several: fewer, larger
+                    # polls cost less an event, and the stream is cut into batches the same way
+                    size = self.settings.batch_size
+                    limit = size * max(1, POLL_RECORDS // size) - self.counters.records % size
+                    due = self.settings.checkpoint_every_events - (self.counters.events - self._last_checkpoint_events)
+                    if 0 < due < limit:
+                        # nor past the micro-batch in which a checkpoint falls due
+                        limit = due + (-(self.counters.records + due)) % size
                     if max_events is not None:
                         remaining = max_events - self.counters.events
                         if remaining <= 0:
@@ -383,20 +392,25 @@ class Pipeline:
     def process(self, records: list[Record]) -> None:
         """Predict, score, publish and buffer these records; learn each micro-batch they complete."""
         size = self.settings.batch_size
+        # per-event work is done a poll (decode, send) or a chunk (predict, score, monitor)
+        # at a time: the event path should cost little beside the learner
+        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes, self.settings.task)
+        outbox: tuple[list[bytes], list[bytes | None]] = ([], [])
         start = 0
         while start < len(records):
             # split at the grid, so no call spans two micro-batches
             take = size - self.counters.records % size
-            chunk = records[start : start + take]
-            start += len(chunk)
-            self._process_chunk(chunk)
+            self._process_chunk(records[start : start + take], decoded[start : start + take], outbox)
+            start += take
             if self.counters.records % size == 0:
                 self._finish_batch()
+        if outbox[0]:
+            send_many(self.sink, self.settings.predictions_topic, *outbox)
+            self._outputs_open = True
 
-    def _process_chunk(self, records: list[Record]) -> None:
-        # per-event work is done a chunk at a time (decode, publish, score, monitor): the
-        # event path should cost little beside the learner
-        decoded = decode_events([r.value for r in records], self.settings.max_event_bytes, self.settings.task)
+    def _process_chunk(
+        self, records: list[Record], decoded: list[Event | EventError], outbox: tuple[list[bytes], list[bytes | None]]
+    ) -> None:
         if _ONLY_EVENTS.issuperset(map(type, decoded)):
             events, origin = decoded, records
         else:
@@ -411,7 +425,7 @@ class Pipeline:
         if self.settings.churn_probe_size:
             self._hold_for_probe(xs)
         if self.settings.publish_predictions and events:
-            self._publish_predictions(events, origin, y_pred)
+            self._encode_predictions(events, origin, y_pred, outbox)
         first = self.counters.events
         if None in ys:
             keep = [i for i, y in enumerate(ys) if y is not None]
@@ -452,16 +466,19 @@ class Pipeline:
             self._replay_until = {tp: until for tp, until in self._replay_until.items() if offsets.get(tp, 0) < until}
         self._dirty = True
 
-    def _publish_predictions(self, events: list[Event], origin: list[Record], y_pred: list[Any]) -> None:
+    def _encode_predictions(
+        self, events: list[Event], origin: list[Record], y_pred: list[Any], outbox: tuple[list[bytes], list[bytes | None]]
+    ) -> None:
+        """Add the chunk's predictions, made by the model version of now, to the poll's outbox
+        (sent once the poll is processed, before any checkpoint)."""
         if self._replay_until:
             kept = [i for i, rec in enumerate(origin) if not self._replaying(rec)]
             events, origin, y_pred = [events[i] for i in kept], [origin[i] for i in kept], [y_pred[i] for i in kept]
             if not events:
                 return
         encode, version = _ENCODER.encode, self.model_version
-        values = [encode(_Prediction(ev.id, y, version)) for ev, y in zip(events, y_pred, strict=True)]
-        send_many(self.sink, self.settings.predictions_topic, values, [rec.key for rec in origin])
-        self._outputs_open = True
+        outbox[0].extend([encode(_Prediction(ev.id, y, version)) for ev, y in zip(events, y_pred, strict=True)])
+        outbox[1].extend([rec.key for rec in origin])
 
     def _finish_batch(self) -> None:
         xs, ys, recs = self._pending_x, self._pending_y, self._pending_rec
