@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import operator
 import pickle
 from collections import deque
 from collections.abc import Sequence
+from functools import reduce
 from typing import Any
 
 from river import drift
@@ -120,33 +122,42 @@ class LossMonitor:
         # a test holds this loop to ``update``'s)
         det = self._detector
         helper = det._helper
+        update = helper.update
         recent = self._recent
         s, n = self._since_drift_sum, self._since_drift_n
         found = []
         # the window's sum and width, followed here: an update that finds no change only adds
         # its value (the same float additions as the engine's); one that finds one drops
-        # buckets, and they are read again from the engine
+        # buckets, and they are read again from the engine. The recent losses and the sum
+        # since the last drift are taken a run of losses at a time, between drifts.
         total, width = helper.get_total(), helper.get_width()
+        fired = det._drift_detected
+        since = 0
         for i, loss in enumerate(losses):
-            recent.append(loss)
-            s += loss
-            n += 1
-            # read before the update, which first resets a detector that fired last time
-            before = total / width if width else 0.0
-            if det._drift_detected:
+            if fired:
+                # a detector that fired is reset before its next update, as ``update`` does
                 det._reset()
                 helper = det._helper
+                update = helper.update
                 total, width = helper.get_total(), helper.get_width()
-            det._drift_detected = hit = helper.update(loss)
-            total += loss
-            width += 1
-            if hit:
-                total, width = helper.get_total(), helper.get_width()
-                after = sum(recent) / len(recent)
-                s, n = 0.0, 0
-                if self.direction != "increase" or after > before:
-                    found.append((i, Drift(self.name, event_indexes[i], float(before), after, self.window)))
-        self._since_drift_sum, self._since_drift_n = s, n
+            fired = update(loss)
+            if not fired:
+                total += loss
+                width += 1
+                continue
+            before = total / width if width else 0.0
+            total, width = helper.get_total(), helper.get_width()
+            recent.extend(losses[since : i + 1])
+            since = i + 1
+            after = sum(recent) / len(recent)
+            s, n = 0.0, 0
+            if self.direction != "increase" or after > before:
+                found.append((i, Drift(self.name, event_indexes[i], float(before), after, self.window)))
+        det._drift_detected = fired
+        rest = losses[since:]
+        recent.extend(rest)
+        # one addition after another, as ``update`` adds them
+        self._since_drift_sum, self._since_drift_n = reduce(operator.add, rest, s), n + len(rest)
         return found
 
     def update(self, loss: float, event_index: int) -> Drift | None:
