@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     learner_params: dict[str, Any] = Field(default_factory=dict, description="Learner parameters (JSON).")
     seed: int = Field(0, description="Seed for the learner and the synthetic stream.")
 
-    batch_size: int = Field(256, ge=1, le=65_536, description="Micro-batch: poll up to this many events.")
+    batch_size: int = Field(256, ge=1, le=65_536, description="Micro-batch: the model learns this many events at a time; a poll reads whole micro-batches, up to 1,024 events (or one micro-batch, if larger).")
     batch_timeout_ms: int = Field(100, ge=1, le=60_000, description="Micro-batch: wait at most this long for the first event.")
     checkpoint_every_events: int = Field(100_000, ge=1, description="Checkpoint after this many events...")
     checkpoint_every_s: float = Field(5.0, gt=0, description="...or after this many seconds, whichever comes first: a restart replays at most about this much work.")
