@@ -74,9 +74,8 @@ class Prequential:
         self._add_many(y_true, y_pred, sum(1 for y, p in zip(y_true, y_pred, strict=True) if y == p))
 
     def _add_many(self, y_true: Sequence[Hashable], y_pred: Sequence[Hashable | None], hits: int) -> None:
-        # the callers' strict zips have checked the lengths. A Counter adds a Counter in its
-        # key order, the order the labels first appear, so the counts keep the order one by
-        # one gives them
+        # the callers' strict zips have checked the lengths. A Counter counts a list's labels
+        # in C, new ones in the order they first appear: the order one by one gives them
         a, r = self._all, self._recent
         a.n += len(y_true)
         a.correct += hits
