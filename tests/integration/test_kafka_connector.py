@@ -265,10 +265,13 @@ def test_a_rejected_record_in_a_transaction_loses_it_clearly_and_the_sink_goes_o
     assert [r.value for r in _poll_until_value(source, b"end")] == [b"kept", b"end"]
 
 
+@pytest.mark.parametrize("partitions", [1, 2])
 def test_send_many_keeps_order_and_keys(
-    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable
+    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable, partitions: int
 ) -> None:
-    topic = topic_factory(partitions=2)
+    # one partition: the confluent sink names it and skips the partitioner; two: the
+    # partitioner places each key, always on the same partition
+    topic = topic_factory(partitions=partitions)
     values = [f"v{i}".encode() for i in range(400)]
     keys = [None if i % 7 == 0 else f"k{i % 5}".encode() for i in range(400)]
     sink = closing(open_sink(client, kafka_bootstrap))
@@ -278,9 +281,29 @@ def test_send_many_keeps_order_and_keys(
     source = closing(open_source(client, kafka_bootstrap, [topic], f"g-{topic}"))
     got = _poll_until(source, 400)
     assert sorted((r.value, r.key) for r in got) == sorted(zip(values, keys, strict=True))
-    for p in range(2):
+    for p in range(partitions):
         mine = [int(r.value[1:]) for r in sorted(got, key=lambda r: r.offset) if r.partition == p]
         assert mine == sorted(mine)
+    partition_of: dict[bytes, set[int]] = {}
+    for r in got:
+        if r.key is not None:
+            partition_of.setdefault(r.key, set()).add(r.partition)
+    assert len(partition_of) == 5 and all(len(parts) == 1 for parts in partition_of.values())
+    if partitions == 2:
+        assert {r.partition for r in got} == {0, 1}
+
+
+def test_a_source_without_metadata_gives_the_same_records_less_their_timestamps_and_headers(
+    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable
+) -> None:
+    topic = topic_factory(partitions=2)
+    sent = _produce(client, kafka_bootstrap, topic, 120, seed=9)
+    full = _poll_until(closing(open_source(client, kafka_bootstrap, [topic], f"g1-{topic}")), 120)
+    bare = _poll_until(closing(open_source(client, kafka_bootstrap, [topic], f"g2-{topic}", metadata=False)), 120)
+    assert any(r.headers for r in full) and all(r.timestamp_ms is not None for r in full)
+    assert all(r.headers == () and r.timestamp_ms is None for r in bare)
+    strip = lambda r: (r.topic, r.partition, r.offset, r.value, r.key)  # noqa: E731
+    assert sorted(map(strip, bare)) == sorted(map(strip, full)) and len(sent) == 120
 
 
 @pytest.mark.parametrize("batched", [False, True])
