@@ -257,11 +257,14 @@ class ConfluentSource:
             raise ConnectorError(msg) from exc
         records: list[Record] = []
         append = records.append
+        # a consumer of one topic reads only that topic: its name is not asked of each
+        # message (a new string each time). A name starting with ^ is a pattern to librdkafka
+        only = self.topics[0] if len(self.topics) == 1 and not self.topics[0].startswith("^") else None
         if not self.metadata:
             # timestamps and headers cost a third of a record's making; most readers need neither
             for m in messages:
                 if m.error() is None:
-                    append(Record(m.topic(), m.partition(), m.offset(), m.value() or b"", m.key()))
+                    append(Record(only or m.topic(), m.partition(), m.offset(), m.value() or b"", m.key()))
                 else:
                     self._consumer_event(m.error())
         else:
@@ -274,7 +277,7 @@ class ConfluentSource:
                 headers = m.headers()
                 append(
                     Record(
-                        m.topic(),
+                        only or m.topic(),
                         m.partition(),
                         m.offset(),
                         m.value() or b"",

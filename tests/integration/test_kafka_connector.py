@@ -599,3 +599,16 @@ def test_kafka_python_reads_every_codec_without_extra_setup() -> None:
     from kafka import codec
 
     assert codec.has_gzip() and codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
+
+
+@pytest.mark.parametrize("metadata", [True, False])
+def test_a_source_of_two_topics_names_each_records_topic(
+    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str], closing: Callable, metadata: bool
+) -> None:
+    first, second = topic_factory(partitions=2), topic_factory(partitions=1)
+    sent_first = _produce(client, kafka_bootstrap, first, 60, seed=1)
+    sent_second = _produce(client, kafka_bootstrap, second, 40, seed=2)
+    source = closing(open_source(client, kafka_bootstrap, [first, second], f"g-{first}", metadata=metadata))
+    got = _poll_until(source, 100)
+    assert sorted(r.value for r in got if r.topic == first) == sorted(v for _, v, _ in sent_first)
+    assert sorted(r.value for r in got if r.topic == second) == sorted(v for _, v, _ in sent_second)
