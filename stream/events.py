@@ -99,29 +99,23 @@ def decode_events(values: Sequence[bytes], max_bytes: int = 1_000_000, task: str
     if task == "regression":
         return [ev if type(ev) is not Event else _as_target(ev) for ev in decode_events(values, max_bytes, "")]
     lenient = task == ""
-    decoded = _decode_lines(values, max_bytes)
-    if decoded is not None:
-        out: list[Event | EventError] = decoded  # type: ignore[assignment]
-        for i, ev in enumerate(decoded):
-            if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or (type(ev.y) is float and not lenient):
-                out[i] = _finish(ev)
-        return out
-    out = []
-    append, decode = out.append, _DECODER.decode
-    for raw in values:
-        if len(raw) > max_bytes:
-            append(EventError(f"event is {len(raw)} bytes; the limit is {max_bytes}"))
-            continue
-        try:
-            ev = decode(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            append(_explain(raw))
-            continue
-        if not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or (type(ev.y) is float and not lenient):
-            append(_finish(ev))
-            continue
-        append(ev)
+    out: list[Event | EventError] | None = _decode_lines(values, max_bytes)  # type: ignore[assignment]
+    if out is None:
+        out = [_decode_one(raw, max_bytes) for raw in values]
+    for i, ev in enumerate(out):
+        if type(ev) is Event and (not ev.id or not ev.x or len(ev.x) > MAX_FEATURES or (type(ev.y) is float and not lenient)):
+            out[i] = _finish(ev)
     return out
+
+
+def _decode_one(raw: bytes, max_bytes: int) -> Event | EventError:
+    """One value through the typed decoder, or the reason it is not an event."""
+    if len(raw) > max_bytes:
+        return EventError(f"event is {len(raw)} bytes; the limit is {max_bytes}")
+    try:
+        return _DECODER.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return _explain(raw)
 
 
 def _decode_lines(values: Sequence[bytes], max_bytes: int) -> list[Event] | None:

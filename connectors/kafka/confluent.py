@@ -59,6 +59,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 
 #: how long a topic's partition count is trusted before it is asked again
 _PARTITIONS_TTL_S = 60.0
+#: the partition that lets the configured partitioner choose (RD_KAFKA_PARTITION_UA)
+_PARTITIONER = -1
 
 #: sends between two calls that serve the producer's callbacks (failures, logs)
 _SERVE_EVERY = 4096
@@ -260,32 +262,20 @@ class ConfluentSource:
         # a consumer of one topic reads only that topic: its name is not asked of each
         # message (a new string each time). A name starting with ^ is a pattern to librdkafka
         only = self.topics[0] if len(self.topics) == 1 and not self.topics[0].startswith("^") else None
-        if not self.metadata:
-            # timestamps and headers cost a third of a record's making; most readers need neither
-            for m in messages:
-                if m.error() is None:
-                    append(Record(only or m.topic(), m.partition(), m.offset(), m.value() or b"", m.key()))
-                else:
-                    self._consumer_event(m.error())
-        else:
-            for m in messages:
-                err = m.error()
-                if err is not None:
-                    self._consumer_event(err)
-                    continue
+        metadata = self.metadata
+        for m in messages:
+            err = m.error()
+            if err is not None:
+                self._consumer_event(err)
+                continue
+            rec = Record(only or m.topic(), m.partition(), m.offset(), m.value() or b"", m.key())
+            if metadata:
+                # timestamps and headers cost a third of a record's making; most readers need neither
                 ts_type, ts = m.timestamp()
                 headers = m.headers()
-                append(
-                    Record(
-                        only or m.topic(),
-                        m.partition(),
-                        m.offset(),
-                        m.value() or b"",
-                        m.key(),
-                        ts if ts_type != 0 and ts >= 0 else None,
-                        tuple(headers) if headers else (),
-                    )
-                )
+                rec.timestamp_ms = ts if ts_type != 0 and ts >= 0 else None
+                rec.headers = tuple(headers) if headers else ()
+            append(rec)
         one_partition = not records or _in_order(records)
         if not one_partition:
             records.sort(key=lambda r: (r.topic, r.partition, r.offset))
@@ -661,19 +651,14 @@ class ConfluentSink:
         if self.transactional and not self._in_transaction:
             self._begin()
         produce = self._producer.produce
-        if self._one_partition(topic):
-            # the partitioner's call is a fifth of a send; a topic of one partition needs none
-            for value, key in zip(values, keys, strict=True):
-                try:
-                    produce(topic, value, key, 0)
-                except (BufferError, KafkaException, TypeError, ValueError):
-                    self._produce(topic, value, key, None)
-        else:
-            for value, key in zip(values, keys, strict=True):
-                try:
-                    produce(topic, value, key)
-                except (BufferError, KafkaException, TypeError, ValueError):
-                    self._produce(topic, value, key, None)
+        # the partitioner's call is a fifth of a send; a topic of one partition needs none
+        # (-1, librdkafka's "unassigned", leaves the choice to the partitioner)
+        partition = 0 if self._one_partition(topic) else _PARTITIONER
+        for value, key in zip(values, keys, strict=True):
+            try:
+                produce(topic, value, key, partition)
+            except (BufferError, KafkaException, TypeError, ValueError):
+                self._produce(topic, value, key, None)
         self._served(len(values))
 
     def _one_partition(self, topic: str) -> bool:
