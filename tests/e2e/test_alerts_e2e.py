@@ -81,6 +81,10 @@ class _Predictions:
             try:
                 while not self.stop.is_set() and c.get("/readyz").status_code != 200:  # 503 until its first snapshot
                     self.stop.wait(0.05)
+                # a snapshot taken by time before the first micro-batch was learned (the worker
+                # waited long for its first events) serves a model that knows no class yet
+                while not self.stop.is_set() and c.get(self.path.removesuffix("/predict")).json()["version"] < 1:
+                    self.stop.wait(0.05)
             except httpx.HTTPError as exc:
                 self.failures.append(f"readyz: {exc!r}")
                 return
