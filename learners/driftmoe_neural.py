@@ -68,99 +68,22 @@ def _one_blas_thread() -> Any:
     return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
 
 
-_SPARSE_ADAM: Any = None
-_SMALLEST: Any = None
+_KERNELS: Any = None
+
+
+def _kernels() -> Any:
+    """The compiled passes (:mod:`learners.neural_kernels`), imported on first use: numba
+    loads (and compiles, or reads from its disk cache) only in a process that learns."""
+    global _KERNELS
+    if _KERNELS is None:
+        from learners import neural_kernels
+
+        _KERNELS = neural_kernels
+    return _KERNELS
 
 
 def _sparse_adam_kernel() -> Any:
-    """The first layer's sparse step in one compiled pass: for each input row the step's
-    entries touch, its gradient summed over those entries in batch order, then lazy Adam on
-    that row.
-
-    The gradient is ``g += value * da[batch row]`` entry by entry, and Adam the same float32
-    operations in the same order as numpy's elementwise passes would make (``m = m*b1 +
-    g*(1-b1)``, ``v = v*b2 + (g*g)*(1-b2)``, ``w -= (m*lr/bc1) / (sqrt(v/bc2) + eps)``), so
-    the result is theirs bit for bit (a unit test checks). As one loop, with the entries of
-    a row chained in a linked list rather than sorted, it reads and writes each row once
-    instead of a sort, a sparse product and about twenty passes. Compiled on first use
-    (numba, cached on disk), so a dense model never pays for it."""
-    global _SPARSE_ADAM
-    if _SPARSE_ADAM is None:
-        from numba import njit
-
-        # error_model="numpy": no Python division checks, so the loops vectorise
-        @njit(cache=True, error_model="numpy")
-        def step(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):
-            f, n = da.shape[1], idx.shape[0]
-            g = np.empty(f, dtype=np.float32)
-            head = np.full(w.shape[0], -1, dtype=np.int64)
-            nxt = np.empty(n, dtype=np.int64)
-            for e in range(n - 1, -1, -1):
-                nxt[e] = head[idx[e]]
-                head[idx[e]] = e
-            for first in range(n):
-                r = idx[first]
-                if head[r] != first:
-                    continue  # not the row's first entry: done with the row already
-                g[:] = 0.0
-                e = first
-                while e >= 0:
-                    val = vals[e]
-                    src = da[row_of[e]]
-                    for j in range(f):
-                        g[j] += val * src[j]
-                    e = nxt[e]
-                for j in range(f):
-                    gj = g[j]
-                    m = mw[r, j] * b1 + gj * c1
-                    v = vw[r, j] * b2 + (gj * gj) * c2
-                    mw[r, j] = m
-                    vw[r, j] = v
-                    w[r, j] -= (m * lr_scaled[j]) / (np.sqrt(v * inv_bc2) + eps)
-
-        _SPARSE_ADAM = step
-    return _SPARSE_ADAM
-
-
-def _smallest_kernel() -> Any:
-    """Per row, the columns of the ``k`` smallest entries, by (value, column): one pass that
-    keeps the k best in a sorted buffer, so a typical entry costs one comparison. About
-    twice as fast as torch's top-k at (256, 1024) on one thread; compiled on first use."""
-    global _SMALLEST
-    if _SMALLEST is None:
-        from numba import njit
-
-        @njit(cache=True, error_model="numpy")
-        def smallest(d2, k, out):
-            vals = np.empty(k, dtype=d2.dtype)
-            for i in range(d2.shape[0]):
-                row = d2[i]
-                for j in range(d2.shape[1]):
-                    v = row[j]
-                    if j < k:
-                        p = j
-                    elif v < vals[k - 1]:
-                        p = k - 1
-                    else:
-                        continue
-                    # insertion after equal values: an earlier column wins a tie
-                    while p > 0 and vals[p - 1] > v:
-                        vals[p] = vals[p - 1]
-                        out[i, p] = out[i, p - 1]
-                        p -= 1
-                    vals[p] = v
-                    out[i, p] = j
-
-        _SMALLEST = smallest
-    return _SMALLEST
-
-
-def _nearest(d2: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the ``k`` smallest entries of each row of ``d2`` (in no order);
-    ties go to the earlier column."""
-    out = np.empty((d2.shape[0], k), dtype=np.int64)
-    _smallest_kernel()(np.ascontiguousarray(d2), k, out)
-    return out
+    return _kernels().sparse_adam
 
 
 class _Parts(NamedTuple):
@@ -506,6 +429,13 @@ class NeuralDriftMoE(Classifier):
     def _reset(self) -> None:
         self._dev = self._resolve_device()
         self._numpy = self._dev.type == "cpu" and self.engine == "auto"
+        # the compiled step and prediction cover every expert learning every row, without
+        # the recent-label expert; other settings run the numpy passes
+        self._fused = (
+            self._numpy
+            and not self.label_context
+            and (self.top_k is None or self.top_k >= self.n_experts)
+        )
         self._use_graph = self.cuda_graph and self._dev.type == "cuda"
         if self.cuda_graph and not self._use_graph:
             logger.info("cuda_graph=True ignored: the learner runs on %s", self._dev)
@@ -653,10 +583,10 @@ class NeuralDriftMoE(Classifier):
         self._ctx = torch.zeros(self._c_cap, device=self._dev)
         self._graph = None
         self._refresh_numpy_views()
-        if self.neighbours and _SMALLEST is None:
-            # the top-k compiled (or loaded from numba's cache) now, as the model is built or
-            # restored, not inside the first prediction a replica serves; once a process
-            _nearest(np.zeros((1, 1), dtype=np.float32), 1)
+        if self._numpy or self.neighbours:
+            # the compiled passes loaded now, as the model is built or restored, not inside
+            # the first prediction a replica serves; once a process
+            _kernels().warm()
 
     def _refresh_numpy_views(self) -> None:
         # on the CPU the step runs in numpy on views that share memory with the tensors:
@@ -677,6 +607,7 @@ class NeuralDriftMoE(Classifier):
             "acc": self._acc.numpy(),
             "cb": self._class_bias.numpy(),
             "ctx": self._ctx.numpy(),
+            "step": self._step.numpy(),
         }
 
     def _grow(self) -> None:
@@ -866,6 +797,16 @@ class NeuralDriftMoE(Classifier):
         cp = np.broadcast_to(self._context_probs_np(), (1, probs.shape[1], probs.shape[2]))
         return np.concatenate([probs, cp], axis=0)
 
+    def _mix_np(self, a: np.ndarray) -> np.ndarray:
+        """``_combine_np(_forward_np(.., a))`` in one compiled pass over the rows."""
+        p = self._np["p"]
+        out = np.empty((a.shape[0], self._c_cap), dtype=np.float32)
+        _kernels().moe_mix(
+            a, p["w2"], p["b2"], self._np["cb"], p["r2"], p["rb2"],
+            float(self.temperature), self.combine == "top1", out,
+        )  # fmt: skip
+        return out
+
     def _combine_np(self, probs: np.ndarray, g: np.ndarray) -> np.ndarray:
         probs = self._with_context_np(probs)
         if self.combine == "top1":
@@ -894,6 +835,22 @@ class NeuralDriftMoE(Classifier):
         b = y.shape[0]
         if sparse is not None and a0 is None:
             a0 = self._gather_np(sparse)
+        if self._fused:
+            a = a0
+            if a is None:
+                a = x @ p["w1"]
+                a += p["b1"]
+            da = np.empty_like(a)
+            _kernels().moe_grads(
+                a, y, p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
+                gr["w2"], gr["b2"], gr["r2"], gr["rb2"], gr["b1"], da, st["acc"], _ACC_DECAY,
+            )  # fmt: skip
+            if sparse is None:
+                np.matmul(x.T, da, out=gr["w1"])
+                self._adam_np(0)
+            else:
+                self._sparse_adam_np(sparse, da)
+            return
         a, h, probs, g = self._forward_np(x, a0)
         ar = np.arange(b)
 
@@ -939,18 +896,17 @@ class NeuralDriftMoE(Classifier):
     def _adam_np(self, lo: int) -> tuple[float, float]:
         """Adam on the flat buffers from element ``lo`` on; returns the bias corrections."""
         st = self._np
-        self._step += 1.0
-        t = float(self._step)
+        step = st["step"]
+        step += np.float32(1.0)
+        t = float(step)
         bc1 = 1.0 - _BETA1**t
         bc2 = 1.0 - _BETA2**t
-        grad, m, v = st["gflat"][lo:], st["m"][lo:], st["v"][lo:]
-        m *= _BETA1
-        m += np.float32(1.0 - _BETA1) * grad
-        v *= _BETA2
-        v += np.float32(1.0 - _BETA2) * grad * grad
-        denom = np.sqrt(v * np.float32(1.0 / bc2))
-        denom += _EPS
-        st["flat"][lo:] -= (m * st["lr"][lo:]) * np.float32(1.0 / bc1) / denom
+        f32 = np.float32
+        _kernels().adam(
+            st["flat"][lo:], st["m"][lo:], st["v"][lo:], st["gflat"][lo:], st["lr"][lo:],
+            f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2),
+            f32(1.0 / bc1), f32(1.0 / bc2), f32(_EPS),
+        )  # fmt: skip
         return bc1, bc2
 
     def _gather_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
@@ -1032,17 +988,14 @@ class NeuralDriftMoE(Classifier):
             w = min(z.shape[1], bank.shape[1])
             zz[:, :w] = z[:, :w]
         with _one_blas_thread():
-            d2 = zz @ bank.T
-        # |b|^2 - 2 z.b, in place (|z|^2 is the same for a whole row)
-        d2 *= np.float32(-2.0)
-        d2 += (bank * bank).sum(axis=1)[None, :]
+            prod = zz @ bank.T
+        # distances |b|^2 - 2 z.b (|z|^2 is the same for a whole row), the k nearest and
+        # their vote, in one compiled pass
         k = min(self.neighbours, n)
-        idx = _nearest(d2, k)
-        lab = self._bank_y[:n][idx]
-        rows = np.repeat(np.arange(z.shape[0]), k)
-        counts = np.bincount(rows * c + lab.ravel(), minlength=z.shape[0] * c).reshape(-1, c)
-        near = (np.take_along_axis(d2, idx, axis=1), lab)
-        return _Parts(None, (counts + 0.1) / (k + 0.1 * c), zz, near)
+        near = (np.empty((z.shape[0], k), dtype=np.float32), np.empty((z.shape[0], k), dtype=np.int64))
+        votes = np.empty((z.shape[0], c))
+        _kernels().bank_votes(prod, (bank * bank).sum(axis=1), self._bank_y[:n], k, *near, votes)
+        return _Parts(None, votes, zz, near)
 
     def _causal_vote(
         self,
@@ -1055,35 +1008,15 @@ class NeuralDriftMoE(Classifier):
 
         ``q`` (padded to a multiple of 16 rows) are the rows as the bank reads them, ``near``
         each row's k nearest bank rows (the k nearest of the union are among them and the
-        call's rows), ``yi`` the call's class indices (-1: unknown). The in-call products
-        are taken against fixed-size tiles of ``block`` rows, so an entry's bits never
-        depend on the call's length, and entries of a row's own or later rows are masked
-        before the top-k: nothing after a row reaches it."""
+        call's rows), ``yi`` the call's class indices (-1: unknown). One compiled pass per
+        row over its bank rows and the call's earlier rows, so an entry's bits never depend
+        on the call's length and nothing after a row reaches it."""
         m = yi.shape[0]
-        w = self.block
-        tiles = []
-        with _one_blas_thread():
-            for s0 in range(0, m, w):
-                tile = np.zeros((w, q.shape[1]), dtype=np.float32)
-                tile[: min(w, m - s0)] = q[s0 : min(s0 + w, m)]
-                d = q @ tile.T
-                d *= np.float32(-2.0)
-                d += (tile * tile).sum(axis=1)[None, :]
-                tiles.append(d[:, : min(w, m - s0)])
-        inc = np.concatenate(tiles, axis=1)[:m]
-        j = np.arange(m)
-        inc[(j[None, :] >= j[:, None]) | (yi[None, :] < 0)] = np.inf
-        labels = np.broadcast_to(yi, (m, m))
-        if near is not None:
-            inc = np.concatenate([near[0][:m], inc], axis=1)
-            labels = np.concatenate([near[1][:m], labels], axis=1)
-        k = min(self.neighbours or 1, inc.shape[1])
-        idx = _nearest(np.ascontiguousarray(inc), k)
-        valid = np.isfinite(np.take_along_axis(inc, idx, axis=1))
-        lab = np.where(valid, np.take_along_axis(labels, idx, axis=1), 0)
-        rows = np.repeat(np.arange(m), k)
-        counts = np.bincount(rows * c + lab.ravel(), weights=valid.ravel().astype(np.float64), minlength=m * c)
-        return (counts.reshape(m, c) + 0.1) / (valid.sum(axis=1, keepdims=True) + 0.1 * c)
+        if near is None:
+            near = (np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64))
+        votes = np.empty((m, c))
+        _kernels().causal_votes(q[:m], near[0][:m], near[1][:m], yi, self.neighbours or 1, votes)
+        return votes
 
     def _recent_probs(self, yi: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
         """Each row's recent-label shares (rows before it, the call's earlier rows
@@ -1388,8 +1321,11 @@ class NeuralDriftMoE(Classifier):
         if self._numpy:
             with _one_blas_thread():
                 a = self._gather_np(step)
-                _, _, probs, g = self._forward_np(None, a)
-                pm = self._combine_np(probs, g)[:m, :c]
+                if self._fused:
+                    pm = self._mix_np(a)[:m, :c]
+                else:
+                    _, _, probs, g = self._forward_np(None, a)
+                    pm = self._combine_np(probs, g)[:m, :c]
             gathered = (*step, a)
         else:
             with torch.inference_mode():
@@ -1405,6 +1341,10 @@ class NeuralDriftMoE(Classifier):
         """The router-weighted mixture of the experts (B, c)."""
         if self._numpy:
             with _one_blas_thread():
+                if self._fused:
+                    a = xm @ self._np["p"]["w1"]
+                    a += self._np["p"]["b1"]
+                    return self._mix_np(a)[:, :c]
                 _, _, probs, g = self._forward_np(xm)
                 return self._combine_np(probs, g)[:, :c]
         with torch.inference_mode():

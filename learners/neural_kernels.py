@@ -1,0 +1,361 @@
+"""Compiled passes of the neural DriftMoE's CPU engine (numba, compiled on first use and
+cached on disk).
+
+At micro-batch sizes a numpy step is dozens of calls of a few microseconds each on arrays
+of a few thousand floats; one compiled pass over the rows does the same arithmetic at the
+speed of the arithmetic. The passes work row by row, so a row's forward values never
+depend on the rows that came with it.
+
+``moe_grads`` and ``moe_mix`` let LLVM reassociate their dot products (fastmath
+``reassoc``/``contract``) so that they run as vector code: the sums are the same on every
+run of one machine, but a CPU with other vector widths may round them differently, as
+OpenBLAS's kernels already do. The Adam passes do not: they are numpy's float32 passes,
+operation for operation.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+_VECTOR_SUMS = {"reassoc", "contract"}
+
+
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def _expert_probs(h, w2t, b2, cb, p):  # pragma: no cover - compiled
+    """Each expert's softmax over the classes for one row's hidden layer ``h``, into
+    ``p`` (K, C); returns nothing. ``w2t`` is the experts' output layer as (K, C, hidden)."""
+    k, cc, hd = w2t.shape
+    zero = np.float32(0.0)
+    for e in range(k):
+        he = h[e * hd : (e + 1) * hd]
+        mx = zero
+        for c in range(cc):
+            wc = w2t[e, c]
+            s = zero
+            for j in range(hd):
+                s += he[j] * wc[j]
+            s += b2[e, c] + cb[c]
+            p[e, c] = s
+            if c == 0 or s > mx:
+                mx = s
+        tot = zero
+        for c in range(cc):
+            p[e, c] = math.exp(p[e, c] - mx)
+            tot += p[e, c]
+        for c in range(cc):
+            p[e, c] /= tot
+
+
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def _gate(h, r2t, rb2, g):  # pragma: no cover - compiled
+    """The router's logits for one row: ``g[q] = rb2[q] + h[K*hidden:] . r2[:, q]``."""
+    ng, hr = r2t.shape
+    hr_ = h[h.shape[0] - hr :]
+    for q in range(ng):
+        wq = r2t[q]
+        s = np.float32(0.0)
+        for j in range(hr):
+            s += hr_[j] * wq[j]
+        g[q] = s + rb2[q]
+
+
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def moe_mix(a, w2, b2, cb, r2, rb2, temperature, top1, out):  # pragma: no cover - compiled
+    """The prediction from the first layer's pre-activations ``a`` (B, F): per row, the
+    router-softmax-weighted mixture of the experts' class probabilities (``top1``: the
+    probabilities of the expert the router weighs most), into ``out`` (B, C)."""
+    b, f = a.shape
+    k, _, cc = w2.shape
+    ng = r2.shape[1]
+    zero = np.float32(0.0)
+    w2t = np.ascontiguousarray(w2.transpose(0, 2, 1))
+    r2t = np.ascontiguousarray(r2.T)
+    inv_t = np.float32(1.0) / np.float32(temperature)
+    h = np.empty(f, dtype=np.float32)
+    p = np.empty((k, cc), dtype=np.float32)
+    g = np.empty(ng, dtype=np.float32)
+    for i in range(b):
+        for j in range(f):
+            h[j] = max(a[i, j], zero)
+        _expert_probs(h, w2t, b2, cb, p)
+        _gate(h, r2t, rb2, g)
+        best = 0
+        for q in range(1, k):
+            if g[q] > g[best]:
+                best = q
+        if top1:
+            for c in range(cc):
+                out[i, c] = p[best, c]
+            continue
+        mx = g[best] * inv_t
+        tot = zero
+        for q in range(k):
+            g[q] = math.exp(g[q] * inv_t - mx)
+            tot += g[q]
+        for c in range(cc):
+            s = zero
+            for q in range(k):
+                s += g[q] * p[q, c]
+            out[i, c] = s / tot
+
+
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def moe_grads(a, y, w2, b2, cb, r2, rb2, gw2, gb2, gr2, grb2, gb1, da, acc, decay):  # pragma: no cover
+    """One step's gradients from the first layer's pre-activations ``a`` (B, F) and the
+    class indices ``y``: softmax cross-entropy of every expert on every row, and binary
+    cross-entropy of the router against the multi-hot mask of the experts that are right
+    (the one giving ``y`` the most probability where none is). Writes the output layers'
+    gradients, the first layer's bias gradient ``gb1`` and its pre-activation gradient
+    ``da`` (B, F), and folds the step's accuracy of each expert into ``acc``."""
+    b, f = a.shape
+    k, hd, cc = w2.shape
+    kh = k * hd
+    ng, hr = r2.shape[1], f - k * hd
+    zero, one = np.float32(0.0), np.float32(1.0)
+    inv_b = one / np.float32(b)
+    gscale = one / np.float32(b * ng)
+    w2t = np.ascontiguousarray(w2.transpose(0, 2, 1))
+    r2t = np.ascontiguousarray(r2.T)
+    gw2t = np.zeros((k, cc, hd), dtype=np.float32)
+    gr2t = np.zeros((ng, hr), dtype=np.float32)
+    gb2[:] = zero
+    grb2[:] = zero
+    gb1[:] = zero
+    hits = np.zeros(k, dtype=np.float32)
+    h = np.empty(f, dtype=np.float32)
+    p = np.empty((k, cc), dtype=np.float32)
+    mask = np.empty(ng, dtype=np.float32)
+    g = np.empty(ng, dtype=np.float32)
+    for i in range(b):
+        yi = y[i]
+        ai, di = a[i], da[i]
+        for j in range(f):
+            h[j] = max(ai[j], zero)
+            di[j] = zero
+        _expert_probs(h, w2t, b2, cb, p)
+        none, best, best_py = True, 0, np.float32(-1.0)
+        for e in range(k):
+            top = 0
+            for c in range(1, cc):
+                if p[e, c] > p[e, top]:
+                    top = c
+            mask[e] = zero
+            if top == yi:
+                mask[e] = one
+                hits[e] += one
+                none = False
+            if p[e, yi] > best_py:
+                best_py, best = p[e, yi], e
+            p[e, yi] -= one
+            for c in range(cc):
+                p[e, c] *= inv_b
+        if none:
+            mask[best] = one
+        for e in range(k):
+            he = h[e * hd : (e + 1) * hd]
+            de = di[e * hd : (e + 1) * hd]
+            for c in range(cc):
+                dl = p[e, c]
+                gb2[e, c] += dl
+                gw, wc = gw2t[e, c], w2t[e, c]
+                for j in range(hd):
+                    gw[j] += dl * he[j]
+                    de[j] += dl * wc[j]
+        _gate(h, r2t, rb2, g)
+        hr_, dr = h[kh:], di[kh:]
+        for q in range(ng):
+            dg = (one / (one + math.exp(-g[q])) - mask[q]) * gscale
+            grb2[q] += dg
+            gq, wq = gr2t[q], r2t[q]
+            for j in range(hr):
+                gq[j] += dg * hr_[j]
+                dr[j] += dg * wq[j]
+        for j in range(f):
+            if ai[j] <= zero:
+                di[j] = zero
+            gb1[j] += di[j]
+    gw2[:] = gw2t.transpose(0, 2, 1)
+    gr2[:] = gr2t.T
+    for e in range(k):
+        acc[e] = acc[e] * np.float32(1.0 - decay) + np.float32(decay) * (hits[e] * inv_b)
+
+
+@njit(cache=True, error_model="numpy")
+def adam(w, m, v, g, lr, b1, b2, c1, c2, inv_bc1, inv_bc2, eps):  # pragma: no cover - compiled
+    """Adam on flat float32 buffers: ``m = m*b1 + c1*g``, ``v = v*b2 + (c2*g)*g``,
+    ``w -= ((m*lr)*inv_bc1) / (sqrt(v*inv_bc2) + eps)``, element by element."""
+    for i in range(w.shape[0]):
+        gi = g[i]
+        mi = m[i] * b1 + c1 * gi
+        vi = v[i] * b2 + (c2 * gi) * gi
+        m[i] = mi
+        v[i] = vi
+        w[i] -= ((mi * lr[i]) * inv_bc1) / (np.sqrt(vi * inv_bc2) + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
+    """The sparse first layer's step: for each input row the step's entries touch, its
+    gradient summed over those entries in batch order, then lazy Adam on that row.
+
+    The gradient is ``g += value * da[batch row]`` entry by entry, and Adam the same float32
+    operations in the same order as numpy's elementwise passes would make (``m = m*b1 +
+    g*(1-b1)``, ``v = v*b2 + (g*g)*(1-b2)``, ``w -= (m*lr/bc1) / (sqrt(v/bc2) + eps)``), so
+    the result is theirs bit for bit (a unit test checks). As one loop, with the entries of
+    a row chained in a linked list rather than sorted, it reads and writes each row once
+    instead of a sort, a sparse product and about twenty passes."""
+    f, n = da.shape[1], idx.shape[0]
+    g = np.empty(f, dtype=np.float32)
+    head = np.full(w.shape[0], -1, dtype=np.int64)
+    nxt = np.empty(n, dtype=np.int64)
+    for e in range(n - 1, -1, -1):
+        nxt[e] = head[idx[e]]
+        head[idx[e]] = e
+    for first in range(n):
+        r = idx[first]
+        if head[r] != first:
+            continue  # not the row's first entry: done with the row already
+        g[:] = 0.0
+        e = first
+        while e >= 0:
+            val = vals[e]
+            src = da[row_of[e]]
+            for j in range(f):
+                g[j] += val * src[j]
+            e = nxt[e]
+        for j in range(f):
+            gj = g[j]
+            m = mw[r, j] * b1 + gj * c1
+            v = vw[r, j] * b2 + (gj * gj) * c2
+            mw[r, j] = m
+            vw[r, j] = v
+            w[r, j] -= (m * lr_scaled[j]) / (np.sqrt(v * inv_bc2) + eps)
+
+
+@njit(cache=True, error_model="numpy")
+def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
+    """Insert ``(v, j)`` into the ``filled`` best of a sorted buffer of at most ``kk``;
+    returns the new fill. An entry equal to a kept one goes after it: earlier wins a tie."""
+    if filled < kk:
+        p = filled
+        filled += 1
+    elif v < vals[kk - 1]:
+        p = kk - 1
+    else:
+        return filled
+    while p > 0 and vals[p - 1] > v:
+        vals[p] = vals[p - 1]
+        idx[p] = idx[p - 1]
+        p -= 1
+    vals[p] = v
+    idx[p] = j
+    return filled
+
+
+@njit(cache=True, error_model="numpy")
+def bank_votes(prod, bank_sq, bank_y, k, near_d, near_y, votes):  # pragma: no cover - compiled
+    """The neighbour vote over the remembered rows. ``prod`` (B, n) holds each query row's
+    products with the bank rows; a row's distance to bank row j (less its own norm, the
+    same for the whole row) is ``prod * -2 + bank_sq[j]``. Writes each row's ``k`` nearest
+    (distance, class), nearest first and the earlier row on a tie, and its vote: class
+    shares ``(count + 0.1) / (k + 0.1 * C)``."""
+    b, n = prod.shape
+    c = votes.shape[1]
+    vals = np.empty(k, dtype=np.float32)
+    idx = np.empty(k, dtype=np.int64)
+    dist = np.empty(n, dtype=np.float32)
+    two = np.float32(-2.0)
+    for i in range(b):
+        row = prod[i]
+        for j in range(n):
+            dist[j] = row[j] * two + bank_sq[j]
+        filled = 0
+        for j in range(k):
+            filled = _insert(vals, idx, k, filled, dist[j], j)
+        worst = vals[k - 1]
+        for j in range(k, n):
+            if dist[j] < worst:  # the usual case, a row farther than the k kept, costs this test
+                _insert(vals, idx, k, k, dist[j], j)
+                worst = vals[k - 1]
+        for c_ in range(c):
+            votes[i, c_] = 0.1
+        for t in range(k):
+            lab = bank_y[idx[t]]
+            near_d[i, t] = vals[t]
+            near_y[i, t] = lab
+            votes[i, lab] += 1.0
+        for c_ in range(c):
+            votes[i, c_] /= k + 0.1 * c
+
+
+@njit(cache=True, error_model="numpy")
+def causal_votes(q, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
+    """The neighbour vote of each row over its ``near`` bank rows (None-free: zero columns
+    when the bank is empty) and the call's earlier rows with a known class (``y >= 0``):
+    the ``k`` nearest of that union, bank rows first on a tie, then earlier rows. Nothing
+    after a row, nor its own class, reaches its vote. Shares ``(count + 0.1) / (found +
+    0.1 * C)``."""
+    m = y.shape[0]
+    d = q.shape[1]
+    kb = near_d.shape[1]
+    c = votes.shape[1]
+    sq = np.empty(m, dtype=np.float32)
+    for j in range(m):
+        s = np.float32(0.0)
+        for t in range(d):
+            s += q[j, t] * q[j, t]
+        sq[j] = s
+    kk = min(k, kb + m)
+    vals = np.empty(kk, dtype=np.float32)
+    idx = np.empty(kk, dtype=np.int64)
+    two = np.float32(-2.0)
+    for i in range(m):
+        filled = 0
+        for t in range(kb):
+            filled = _insert(vals, idx, kk, filled, near_d[i, t], t)
+        qi = q[i]
+        for j in range(i):
+            if y[j] < 0:
+                continue
+            s = np.float32(0.0)
+            qj = q[j]
+            for t in range(d):
+                s += qi[t] * qj[t]
+            filled = _insert(vals, idx, kk, filled, s * two + sq[j], kb + j)
+        for c_ in range(c):
+            votes[i, c_] = 0.1
+        for t in range(filled):
+            j = idx[t]
+            votes[i, near_y[i, j] if j < kb else y[j - kb]] += 1.0
+        for c_ in range(c):
+            votes[i, c_] /= filled + 0.1 * c
+
+
+_WARM = False
+
+
+def warm() -> None:
+    """Compile every pass (or load it from numba's disk cache) with the argument types the
+    model calls it with, once a process: then no learning step or prediction pays for it."""
+    global _WARM
+    if _WARM:
+        return
+    f32 = np.float32
+    k, hd, cc, hr = 1, 1, 2, 1
+    a = np.zeros((1, k * hd + hr), dtype=f32)
+    w2, b2, cb = np.zeros((k, hd, cc), f32), np.zeros((k, cc), f32), np.zeros(cc, f32)
+    r2, rb2 = np.zeros((hr, k), f32), np.zeros(k, f32)
+    y = np.zeros(1, dtype=np.int64)
+    moe_mix(a, w2, b2, cb, r2, rb2, 1.0, False, np.zeros((1, cc), f32))
+    grads = (np.zeros_like(w2), np.zeros_like(b2), np.zeros_like(r2), np.zeros_like(rb2))
+    moe_grads(a, y, w2, b2, cb, r2, rb2, *grads, np.zeros(a.shape[1], f32), np.zeros_like(a), np.zeros(k, f32), 0.05)
+    flat = np.zeros(1, f32)
+    one = f32(1.0)
+    adam(flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), one, one, one, one, one, one, one)
+    near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
+    bank_votes(np.zeros((1, 1), f32), np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
+    causal_votes(np.zeros((1, 1), f32), near_d, near_y, y, 1, np.zeros((1, 2)))
+    _WARM = True

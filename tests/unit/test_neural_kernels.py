@@ -1,0 +1,141 @@
+"""The compiled passes of the neural DriftMoE against the numpy passes they replace."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from learners import neural_kernels as nk
+from learners.driftmoe_neural import _BETA1, _BETA2, _EPS, NeuralDriftMoE
+
+PARAMS = NeuralDriftMoE._unit_test_params()
+
+
+def _three_classes(n: int, seed: int) -> list[tuple[dict, str]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.uniform(-1, 1), rng.uniform(-1, 1)
+        out.append(({"a": a, "b": b}, "lo" if a < -0.3 else ("mid" if a + b < 0.5 else "hi")))
+    return out
+
+
+def _learned(**extra: object) -> tuple[NeuralDriftMoE, np.ndarray, np.ndarray]:
+    """A model that learned 96 rows of three classes (class capacity 4: one padded logit),
+    and 48 fresh rows as its step reads them, with their class indices."""
+    m = NeuralDriftMoE(**{**PARAMS, **extra}, seed=5)
+    events = _three_classes(144, 9)
+    m.learn_many([x for x, _ in events[:96]], [y for _, y in events[:96]])
+    assert m._fused and m._c_cap == 4 and len(m._labels) == 3
+    rows = events[96:]
+    xm = m._matrix(m._features.transform([x for x, _ in rows]), advance=False)
+    yi = np.array([m._labels.labels.index(y) for _, y in rows], dtype=np.int64)
+    return m, xm, yi
+
+
+def _first_layer(m: NeuralDriftMoE, xm: np.ndarray) -> np.ndarray:
+    p = m._np["p"]
+    return xm @ p["w1"] + p["b1"]
+
+
+@pytest.mark.parametrize("combine,temperature", [("mixture", 1.0), ("mixture", 0.5), ("top1", 1.0)])
+def test_the_compiled_prediction_is_the_numpy_forward_and_mix(combine: str, temperature: float) -> None:
+    m, xm, _ = _learned(combine=combine, temperature=temperature)
+    a = _first_layer(m, xm)
+    _, _, probs, g = m._forward_np(None, a.copy())
+    expected = m._combine_np(probs, g)
+    got = m._mix_np(a)
+    # float32 sums in another order: equal to rounding
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+    assert np.all(got[:, 3] == 0.0)  # the padded class gets nothing
+    np.testing.assert_allclose(got[:, :3].sum(axis=1), 1.0, rtol=1e-5)
+    # exact: a row's prediction is computed from that row alone
+    assert np.array_equal(m._mix_np(a[7:9]), got[7:9])
+
+
+def test_the_compiled_step_writes_the_numpy_steps_gradients() -> None:
+    fused, xm, yi = _learned()
+    plain = NeuralDriftMoE(**PARAMS, seed=5)
+    plain.load_state_dict(fused.state_dict())
+    plain._fused = False
+    # some rows have no expert right: the router's mask then marks the most probable one
+    probs = fused._forward_np(xm)[2]
+    assert (probs.argmax(axis=2) != yi).all(axis=0).any()
+    for m in (fused, plain):
+        m._train_step_np(xm, yi)
+    np.testing.assert_allclose(fused._np["gflat"], plain._np["gflat"], rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(fused._np["acc"], plain._np["acc"], rtol=1e-6)
+    np.testing.assert_allclose(fused._np["flat"], plain._np["flat"], rtol=1e-4, atol=1e-6)
+
+
+def test_the_compiled_adam_is_numpys_passes_bit_for_bit() -> None:
+    rng = np.random.default_rng(1)
+    f32 = np.float32
+    w, g = rng.normal(size=3000).astype(f32), rng.normal(size=3000).astype(f32)
+    m = (rng.normal(size=3000) * 1e-3).astype(f32)
+    v = (np.abs(rng.normal(size=3000)) * 1e-4).astype(f32)
+    lr = (rng.random(3000) * 1e-2).astype(f32)
+    bc1, bc2 = 1.0 - _BETA1**5.0, 1.0 - _BETA2**5.0
+    em = m * f32(_BETA1) + f32(1.0 - _BETA1) * g
+    ev = v * f32(_BETA2) + f32(1.0 - _BETA2) * g * g
+    ew = w - (em * lr) * f32(1.0 / bc1) / (np.sqrt(ev * f32(1.0 / bc2)) + f32(_EPS))
+    nk.adam(w, m, v, g, lr, f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2),
+            f32(1.0 / bc1), f32(1.0 / bc2), f32(_EPS))  # fmt: skip
+    # exact: the same float32 operations in the same order
+    assert np.array_equal(m, em) and np.array_equal(v, ev) and np.array_equal(w, ew)
+
+
+def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    # small integers: every product and sum is exact in float32, so the reference's order of
+    # operations cannot move a tie
+    return rng.integers(-3, 4, size=(n, d)).astype(np.float32)
+
+
+def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties() -> None:
+    rng = np.random.default_rng(2)
+    bank, q = _grid_rows(rng, 300, 3), _grid_rows(rng, 40, 3)
+    labels = rng.integers(0, 3, 300)
+    k, c = 8, 4
+    prod = q @ bank.T
+    bank_sq = (bank * bank).sum(axis=1)
+    near_d, near_y = np.empty((40, k), np.float32), np.empty((40, k), np.int64)
+    votes = np.empty((40, c))
+    nk.bank_votes(prod, bank_sq, labels, k, near_d, near_y, votes)
+    d2 = prod * np.float32(-2.0) + bank_sq
+    order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+    assert (np.diff(np.sort(d2, axis=1)[:, k - 1 : k + 1], axis=1) == 0).any()  # ties at the cut
+    # exact: the same float32 distances, the same (distance, row) order
+    assert np.array_equal(near_d, np.take_along_axis(d2, order, axis=1))
+    assert np.array_equal(near_y, labels[order])
+    counts = np.stack([np.bincount(r, minlength=c) for r in labels[order]])
+    np.testing.assert_allclose(votes, (counts + 0.1) / (k + 0.1 * c), rtol=1e-12)
+
+
+@pytest.mark.parametrize("with_bank", [True, False])
+def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bool) -> None:
+    rng = np.random.default_rng(3)
+    m, d, k, c = 50, 3, 6, 3
+    q = _grid_rows(rng, m, d)
+    y = rng.integers(0, c, m)
+    y[rng.random(m) < 0.2] = -1  # unknown labels
+    kb = 4 if with_bank else 0
+    near_d = np.sort(rng.integers(0, 20, size=(m, kb)).astype(np.float32), axis=1)
+    near_y = rng.integers(0, c, size=(m, kb))
+    votes = np.empty((m, c))
+    nk.causal_votes(q, near_d, near_y, y, k, votes)
+    sq = (q * q).sum(axis=1)
+    for i in range(m):
+        cand = [(float(near_d[i, t]), t, int(near_y[i, t])) for t in range(kb)]
+        cand += [(float(sq[j] - 2 * q[i] @ q[j]), kb + j, int(y[j])) for j in range(i) if y[j] >= 0]
+        chosen = sorted(cand)[:k]
+        counts = np.bincount([lab for _, _, lab in chosen], minlength=c)
+        expected = (counts + 0.1) / (len(chosen) + 0.1 * c)
+        np.testing.assert_allclose(votes[i], expected, rtol=1e-12, err_msg=f"row {i}")
+    # a later row's label never reaches an earlier row's vote
+    flipped = y.copy()
+    flipped[30:] = (flipped[30:] + 1) % c
+    again = np.empty((m, c))
+    nk.causal_votes(q, near_d, near_y, flipped, k, again)
+    assert np.array_equal(again[:31], votes[:31])
