@@ -235,7 +235,7 @@ def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv
             w[r, j] -= (m * lr_scaled[j]) / (np.sqrt(v * inv_bc2) + eps)
 
 
-@njit(cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy", inline="always")
 def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
     """Insert ``(v, j)`` into the ``filled`` best of a sorted buffer of at most ``kk``;
     returns the new fill. An entry equal to a kept one goes after it: earlier wins a tie."""
@@ -272,14 +272,21 @@ def bank_votes(prod, bank_sq, bank_y, k, near_d, near_y, votes):  # pragma: no c
         row = prod[i]
         for j in range(n):
             dist[j] = row[j] * two + bank_sq[j]
-        filled = 0
-        for j in range(k):
-            filled = _insert(vals, idx, k, filled, dist[j], j)
-        worst = vals[k - 1]
-        for j in range(k, n):
-            if dist[j] < worst:  # the usual case, a row farther than the k kept, costs this test
-                _insert(vals, idx, k, k, dist[j], j)
-                worst = vals[k - 1]
+        for j in range(n):
+            v = dist[j]
+            if j < k:
+                p = j
+            elif v < vals[k - 1]:
+                p = k - 1
+            else:
+                continue
+            # insertion after equal values: an earlier row wins a tie
+            while p > 0 and vals[p - 1] > v:
+                vals[p] = vals[p - 1]
+                idx[p] = idx[p - 1]
+                p -= 1
+            vals[p] = v
+            idx[p] = j
         for c_ in range(c):
             votes[i, c_] = 0.1
         for t in range(k):
