@@ -39,6 +39,10 @@ _LABEL_TYPES = frozenset((int, str, bool))
 _LABEL_TYPES_OR_NONE = _LABEL_TYPES | {type(None)}
 #: prediction calls are padded to a multiple of this many rows
 _ROW_TILE = 16
+#: rows up to this wide measure their distances to the neighbour memory in the compiled
+#: pass; wider ones through a GEMM
+_NARROW = 16
+_NO_ROWS = np.zeros((0, 0), dtype=np.float32)
 
 
 def use_one_thread() -> None:
@@ -987,14 +991,17 @@ class NeuralDriftMoE(Classifier):
             zz = np.zeros((z.shape[0], bank.shape[1]), dtype=np.float32)
             w = min(z.shape[1], bank.shape[1])
             zz[:, :w] = z[:, :w]
-        with _one_blas_thread():
-            prod = zz @ bank.T
-        # distances |b|^2 - 2 z.b (|z|^2 is the same for a whole row), the k nearest and
-        # their vote, in one compiled pass
         k = min(self.neighbours, n)
         near = (np.empty((z.shape[0], k), dtype=np.float32), np.empty((z.shape[0], k), dtype=np.int64))
         votes = np.empty((z.shape[0], c))
-        _kernels().bank_votes(prod, (bank * bank).sum(axis=1), self._bank_y[:n], k, *near, votes)
+        if bank.shape[1] <= _NARROW:
+            bank_t, prod, bank_sq = np.ascontiguousarray(bank.T), _NO_ROWS, _NO_ROWS.ravel()
+        else:
+            bank_t = _NO_ROWS
+            with _one_blas_thread():
+                prod = zz @ bank.T
+            bank_sq = (bank * bank).sum(axis=1)
+        _kernels().bank_votes(zz, bank_t, prod, bank_sq, self._bank_y[:n], k, *near, votes)
         return _Parts(None, votes, zz, near)
 
     def _causal_vote(

@@ -256,22 +256,42 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
-def bank_votes(prod, bank_sq, bank_y, k, near_d, near_y, votes):  # pragma: no cover - compiled
-    """The neighbour vote over the remembered rows. ``prod`` (B, n) holds each query row's
-    products with the bank rows; a row's distance to bank row j (less its own norm, the
-    same for the whole row) is ``prod * -2 + bank_sq[j]``. Writes each row's ``k`` nearest
-    (distance, class), nearest first and the earlier row on a tie, and its vote: class
-    shares ``(count + 0.1) / (k + 0.1 * C)``."""
-    b, n = prod.shape
+def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # pragma: no cover
+    """The neighbour vote over the remembered rows. A query row's distance to bank row j
+    (less its own norm, the same for the whole row) is ``bank_sq[j] - 2 q.b_j``: from the
+    products ``prod`` (B, n) and ``bank_sq`` when given (wide rows: a GEMM makes them
+    best), else (``prod`` with no rows) computed here from ``q`` (B, d) and the bank as
+    columns ``bank_t`` (d, n), a few multiply-adds a pair for narrow rows, where a GEMM
+    with an inner size of a few costs more than the search. Writes each row's ``k``
+    nearest (distance, class), nearest first and the earlier row on a tie, and its vote:
+    class shares ``(count + 0.1) / (k + 0.1 * C)``."""
+    narrow = prod.shape[0] == 0
+    b = q.shape[0]
+    d, n = bank_t.shape if narrow else (0, prod.shape[1])
     c = votes.shape[1]
     vals = np.empty(k, dtype=np.float32)
     idx = np.empty(k, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
     two = np.float32(-2.0)
+    if narrow:
+        bank_sq = np.zeros(n, dtype=np.float32)
+        for t in range(d):
+            col = bank_t[t]
+            for j in range(n):
+                bank_sq[j] += col[j] * col[j]
     for i in range(b):
-        row = prod[i]
-        for j in range(n):
-            dist[j] = row[j] * two + bank_sq[j]
+        if narrow:
+            dist[:] = 0.0
+            for t in range(d):
+                qt, col = q[i, t], bank_t[t]
+                for j in range(n):
+                    dist[j] += qt * col[j]
+            for j in range(n):
+                dist[j] = dist[j] * two + bank_sq[j]
+        else:
+            row = prod[i]
+            for j in range(n):
+                dist[j] = row[j] * two + bank_sq[j]
         for j in range(n):
             v = dist[j]
             if j < k:
@@ -363,6 +383,7 @@ def warm() -> None:
     one = f32(1.0)
     adam(flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), one, one, one, one, one, one, one)
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
-    bank_votes(np.zeros((1, 1), f32), np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
+    for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
+        bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
     causal_votes(np.zeros((1, 1), f32), near_d, near_y, y, 1, np.zeros((1, 2)))
     _WARM = True

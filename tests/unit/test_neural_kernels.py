@@ -93,7 +93,8 @@ def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return rng.integers(-3, 4, size=(n, d)).astype(np.float32)
 
 
-def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties() -> None:
+@pytest.mark.parametrize("narrow", [True, False])
+def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool) -> None:
     rng = np.random.default_rng(2)
     bank, q = _grid_rows(rng, 300, 3), _grid_rows(rng, 40, 3)
     labels = rng.integers(0, 3, 300)
@@ -102,7 +103,11 @@ def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties() -> None:
     bank_sq = (bank * bank).sum(axis=1)
     near_d, near_y = np.empty((40, k), np.float32), np.empty((40, k), np.int64)
     votes = np.empty((40, c))
-    nk.bank_votes(prod, bank_sq, labels, k, near_d, near_y, votes)
+    none = np.zeros((0, 0), np.float32)
+    if narrow:  # the distances made in the pass from the rows and the bank's columns
+        nk.bank_votes(q, np.ascontiguousarray(bank.T), none, none.ravel(), labels, k, near_d, near_y, votes)
+    else:  # from the products and norms a GEMM made
+        nk.bank_votes(q, none, prod, bank_sq, labels, k, near_d, near_y, votes)
     d2 = prod * np.float32(-2.0) + bank_sq
     order = np.argsort(d2, axis=1, kind="stable")[:, :k]
     assert (np.diff(np.sort(d2, axis=1)[:, k - 1 : k + 1], axis=1) == 0).any()  # ties at the cut
