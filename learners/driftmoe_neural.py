@@ -1126,7 +1126,16 @@ class NeuralDriftMoE(Classifier):
         z = _densify(csr, self._features.dim, self._features.has_overflow)
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
-        if self._numpy:
+        if self._fused:
+            st = self._np
+            p, gr = st["p"], st["g"]
+            _kernels().moe_steps(
+                xm, yi, bs, p["w1"], p["b1"], p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
+                gr["w1"], gr["b1"], gr["w2"], gr["b2"], gr["r2"], gr["rb2"],
+                st["flat"], st["m"], st["v"], st["gflat"], st["lr"], st["step"].reshape(1),
+                st["acc"], _ACC_DECAY, _BETA1, _BETA2, _EPS,
+            )  # fmt: skip
+        elif self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
                     self._train_step_np(xm[i : i + bs], yi[i : i + bs])

@@ -196,6 +196,62 @@ def adam(w, m, v, g, lr, b1, b2, c1, c2, inv_bc1, inv_bc2, eps):  # pragma: no c
         w[i] -= ((mi * lr[i]) * inv_bc1) / (np.sqrt(vi * inv_bc2) + eps)
 
 
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def _first_layer(x, w1, b1, a):  # pragma: no cover - compiled
+    """``a = x @ w1 + b1`` row by row, skipping zero inputs (the padding past the known
+    dims, absent features): a GEMM with an inner size of a few costs more in its call."""
+    b, d = x.shape
+    for i in range(b):
+        ai = a[i]
+        ai[:] = b1
+        for t in range(d):
+            xt = x[i, t]
+            if xt != 0.0:
+                wt = w1[t]
+                for f in range(ai.shape[0]):
+                    ai[f] += xt * wt[f]
+
+
+@njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
+def _first_layer_grad(x, da, gw1):  # pragma: no cover - compiled
+    """``gw1 = x.T @ da``, row by row, skipping zero inputs."""
+    gw1[:] = 0.0
+    b, d = x.shape
+    for i in range(b):
+        di = da[i]
+        for t in range(d):
+            xt = x[i, t]
+            if xt != 0.0:
+                gt = gw1[t]
+                for f in range(gt.shape[0]):
+                    gt[f] += xt * di[f]
+
+
+@njit(cache=True, error_model="numpy")
+def moe_steps(x, y, rows, w1, b1, w2, b2, cb, r2, rb2, gw1, gb1, gw2, gb2, gr2, grb2,
+              flat, m, v, gflat, lr, step, acc, decay, beta1, beta2, eps):  # pragma: no cover  # fmt: skip
+    """A dense block's learning: steps of ``rows`` rows of ``x`` (B, d) with classes ``y``,
+    each the forward pass, ``moe_grads``, the first layer's gradient and Adam on the flat
+    buffers (``step`` counts the steps; its bias corrections are computed in float64, as
+    Python would). The weight and gradient arrays are views into ``flat`` and ``gflat``."""
+    b = x.shape[0]
+    f32 = np.float32
+    for s in range(0, b, rows):
+        e = min(b, s + rows)
+        xs = x[s:e]
+        a = np.empty((e - s, w1.shape[1]), dtype=np.float32)
+        _first_layer(xs, w1, b1, a)
+        da = np.empty_like(a)
+        moe_grads(a, y[s:e], w2, b2, cb, r2, rb2, gw2, gb2, gr2, grb2, gb1, da, acc, decay)
+        _first_layer_grad(xs, da, gw1)
+        step[0] += f32(1.0)
+        t = float(step[0])
+        bc1 = 1.0 - beta1**t
+        bc2 = 1.0 - beta2**t
+        adam(flat, m, v, gflat, lr, f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2),
+             f32(1.0 / bc1), f32(1.0 / bc2), f32(eps))  # fmt: skip
+
+
 @njit(cache=True, error_model="numpy")
 def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
     """The sparse first layer's step: for each input row the step's entries touch, its

@@ -144,3 +144,19 @@ def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bo
     again = np.empty((m, c))
     nk.causal_votes(q, near_d, near_y, flipped, k, again)
     assert np.array_equal(again[:31], votes[:31])
+
+
+def test_a_blocks_compiled_steps_learn_what_the_numpy_steps_learn() -> None:
+    """``moe_steps`` (first layer, gradients, Adam, step after step in one call) against the
+    numpy steps on the same block: the same number of steps, weights equal to rounding."""
+    fused, _, _ = _learned()
+    plain = NeuralDriftMoE(**PARAMS, seed=5)
+    plain.load_state_dict(fused.state_dict())
+    plain._fused = False
+    events = _three_classes(64, 11)
+    for m in (fused, plain):
+        m.learn_many([x for x, _ in events], [y for _, y in events])
+    assert float(fused._step) == float(plain._step) > 0
+    np.testing.assert_allclose(fused._np["flat"], plain._np["flat"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(fused._np["m"], plain._np["m"], rtol=1e-3, atol=1e-7)
+    np.testing.assert_allclose(fused._np["acc"], plain._np["acc"], rtol=1e-6)
