@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench bench-accuracy bench-deps bench-gpu bench-throughput services-up services-down system-deps kafka-jars clean
+.PHONY: run test kernels lint bench bench-accuracy bench-deps bench-gpu bench-throughput services-up services-down system-deps kafka-jars clean
 
 # The environment: created once, refreshed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -35,10 +35,15 @@ system-deps:
 kafka-jars: $(STAMP) system-deps
 	$(PY) -c "from connectors.services import ensure_kafka_jars; print('kafka jars in', ensure_kafka_jars())"
 
-run: $(STAMP)
+# The neural learner's compiled passes, built once into numba's cache (about 15 s, then
+# half a second to load), so that no worker or test pays for it at its first event.
+kernels: $(STAMP)
+	$(PY) -c "from learners.neural_kernels import warm; warm()"
+
+run: $(STAMP) kernels
 	$(VENV)/bin/driftline run $(ARGS)
 
-test: $(STAMP) system-deps kafka-jars
+test: $(STAMP) system-deps kafka-jars kernels
 	$(PY) -m pytest $(PYTEST_ARGS)
 	PY=$(PY) bash tests/kernels.sh
 

@@ -10,7 +10,6 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
-from scipy.signal import lfilter
 
 from learners.base import Classifier, Features, Label, validate_batch, validate_y
 from learners.exceptions import InvalidInputError
@@ -1034,9 +1033,9 @@ class NeuralDriftMoE(Classifier):
         e = np.zeros((yi.shape[0], c))
         known = yi >= 0
         e[np.flatnonzero(known), yi[known]] = 1.0
-        running = lfilter([1.0 - a], [1.0, -a], e, axis=0, zi=(a * h0)[None, :])[0]
-        before = np.vstack([h0[None, :], running[:-1]])
-        return (before + 1e-3) / (before.sum(axis=1, keepdims=True) + 1e-3 * c), running[-1]
+        before = np.empty_like(e)
+        last = _kernels().running_average(e, h0, a, before)
+        return (before + 1e-3) / (before.sum(axis=1, keepdims=True) + 1e-3 * c), last
 
     def _causal_weights(self, have: Sequence[bool]) -> np.ndarray:
         loss = np.where(np.asarray(have), self._cmix_loss, np.inf)
@@ -1078,12 +1077,12 @@ class NeuralDriftMoE(Classifier):
         # learners get from learning event by event: on temporally dependent streams
         # (prices, terrain) the deviation from it carries much of the signal
         a = 0.5 ** (1.0 / self.input_halflife)
-        running = lfilter([1.0 - a], [1.0, -a], z, axis=0, zi=(a * ema)[None, :])[0]
-        before = np.vstack([ema[None, :], running[:-1]])
+        before = np.empty(z.shape)
+        last = _kernels().running_average(z, ema, a, before)
         out[:, 0 : 2 * d : 2] = z
         out[:, 1 : 2 * d : 2] = z - before
         if advance:
-            self._ema = running[-1].copy()
+            self._ema = last
         return out
 
     def learn_many(self, X: Sequence[Features], y: Sequence[Label]) -> None:

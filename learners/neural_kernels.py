@@ -253,6 +253,22 @@ def moe_steps(x, y, rows, w1, b1, w2, b2, cb, r2, rb2, gw1, gb1, gw2, gb2, gr2, 
 
 
 @njit(cache=True, error_model="numpy")
+def running_average(x, start, a, before):  # pragma: no cover - compiled
+    """The exponential average ``s = (1 - a) * x[i] + a * s`` down the rows of ``x`` from
+    ``start``: writes each row's average of the rows before it into ``before`` (float64)
+    and returns the average after the last row (the float64 operations of scipy's
+    ``lfilter([1 - a], [1, -a])``, in its order)."""
+    m, d = x.shape
+    s = start.copy()
+    b0 = 1.0 - a
+    for i in range(m):
+        for j in range(d):
+            before[i, j] = s[j]
+            s[j] = b0 * np.float64(x[i, j]) + a * s[j]
+    return s
+
+
+@njit(cache=True, error_model="numpy")
 def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
     """The sparse first layer's step: for each input row the step's entries touch, its
     gradient summed over those entries in batch order, then lazy Adam on that row.
@@ -438,6 +454,14 @@ def warm() -> None:
     flat = np.zeros(1, f32)
     one = f32(1.0)
     adam(flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), one, one, one, one, one, one, one)
+    w1, b1 = np.zeros((1, a.shape[1]), f32), np.zeros(a.shape[1], f32)
+    moe_steps(np.zeros((1, 1), f32), y, 1, w1, b1, w2, b2, cb, r2, rb2, np.zeros_like(w1), np.zeros_like(b1), *grads,
+              flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), np.zeros(1, f32), np.zeros(k, f32), 0.05,
+              0.9, 0.999, 1e-8)  # fmt: skip
+    idx = np.zeros(1, dtype=np.int64)
+    sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
+    for x in (np.zeros((1, 1), f32), np.zeros((1, 1))):
+        running_average(x, np.zeros(1), 0.5, np.zeros((1, 1)))
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
         bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))

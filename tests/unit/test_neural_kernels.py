@@ -160,3 +160,17 @@ def test_a_blocks_compiled_steps_learn_what_the_numpy_steps_learn() -> None:
     np.testing.assert_allclose(fused._np["flat"], plain._np["flat"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(fused._np["m"], plain._np["m"], rtol=1e-3, atol=1e-7)
     np.testing.assert_allclose(fused._np["acc"], plain._np["acc"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_running_average_is_scipys_filter_bit_for_bit(dtype: type) -> None:
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(4)
+    x, start, a = rng.normal(size=(300, 5)).astype(dtype), rng.normal(size=5), 0.5 ** (1 / 32)
+    running = lfilter([1.0 - a], [1.0, -a], x, axis=0, zi=(a * start)[None, :])[0]
+    before = np.empty(x.shape)
+    last = nk.running_average(x, start, a, before)
+    # exact: the same float64 operations in the same order
+    assert np.array_equal(before, np.vstack([start[None, :], running[:-1]]))
+    assert np.array_equal(last, running[-1])
