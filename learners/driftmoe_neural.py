@@ -227,10 +227,12 @@ class NeuralDriftMoE(Classifier):
         Rows per optimiser step on the sparse first layer (a step's cost is mostly the
         Adam update of the weight rows its rows touch, which grows slower than the rows).
     device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. On the CPU the step runs
-        in numpy on arrays sharing memory with the torch tensors: at micro-batch sizes numpy's
-        per-call overhead is a fraction of torch's. BLAS runs on one thread inside these
-        calls: more only slow such small products down.
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. On the CPU the model
+        runs on numpy arrays sharing memory with the torch tensors, through compiled passes
+        (:mod:`learners.neural_kernels`: a block's steps, the prediction's mix, the
+        neighbour votes) where a sequence of numpy calls would cost more in calls than in
+        arithmetic. BLAS runs on one thread inside these calls: more only slow such small
+        products down.
     engine
         ``"auto"``: numpy on the CPU, torch on CUDA. ``"torch"`` runs the torch step (the one
         CUDA runs and a CUDA graph captures) on any device, so that path is exercised and
@@ -285,9 +287,9 @@ class NeuralDriftMoE(Classifier):
     nearest recent rows carry exactly what the lag hides; the mix weight follows whichever
     of the two predicted the last micro-batches better. First 100k events, micro-batch 256:
     RBF fast 0.795 → 0.909, RBF moderate 0.917 → 0.953, CovType 0.869 → 0.881, Electricity,
-    SEA and LED within ±0.1. It costs about a third of the speed (one ``(256, d) × (d,
-    1024)`` product and a top-k per micro-batch); the prediction's vote is reused when the
-    same rows are then learned.
+    SEA and LED within ±0.1. It is the largest single cost on narrow streams (each row's
+    distances to the 1,024 remembered rows and the scan that keeps the eight nearest); the
+    prediction's vote is reused when the same rows are then learned.
 
     With the neighbour vote in place the MLPs' step size matters little, so the defaults
     trade a tenth of a point for speed (first 100k events, mean of the six distinct
@@ -459,6 +461,8 @@ class NeuralDriftMoE(Classifier):
         # the most recent learned rows and labels, for the neighbour vote, and the running
         # losses of [experts, neighbours] that weigh the two
         self._bank_x = np.zeros((0, 0), dtype=np.float32)
+        # the same rows as columns, made when first needed (see _bank_columns)
+        self._bank_t: np.ndarray | None = None
         self._bank_y = np.zeros(0, dtype=np.int64)
         self._bank_len = 0
         self._bank_pos = 0
@@ -993,8 +997,10 @@ class NeuralDriftMoE(Classifier):
         k = min(self.neighbours, n)
         near = (np.empty((z.shape[0], k), dtype=np.float32), np.empty((z.shape[0], k), dtype=np.int64))
         votes = np.empty((z.shape[0], c))
-        if bank.shape[1] <= _NARROW:
-            bank_t, prod, bank_sq = np.ascontiguousarray(bank.T), _NO_ROWS, _NO_ROWS.ravel()
+        if bank.shape[1] <= _NARROW or 4 * np.count_nonzero(zz) <= zz.size:
+            # narrow or mostly-zero rows (hashed words): the pass reads the bank by columns
+            # and skips a row's zero entries, a fraction of a GEMM's work
+            bank_t, prod, bank_sq = self._bank_columns(n), _NO_ROWS, _NO_ROWS.ravel()
         else:
             bank_t = _NO_ROWS
             with _one_blas_thread():
@@ -1002,6 +1008,15 @@ class NeuralDriftMoE(Classifier):
             bank_sq = (bank * bank).sum(axis=1)
         _kernels().bank_votes(zz, bank_t, prod, bank_sq, self._bank_y[:n], k, *near, votes)
         return _Parts(None, votes, zz, near)
+
+    def _bank_columns(self, n: int) -> np.ndarray:
+        """The first ``n`` remembered rows as columns (d, n), C-ordered: kept beside the
+        rows and updated where ``_remember`` writes, since transposing the whole memory
+        for every micro-batch costs a third of a GEMM."""
+        bt = self._bank_t
+        if bt is None or bt.shape != (self._bank_x.shape[1], self._bank_x.shape[0]):
+            bt = self._bank_t = np.ascontiguousarray(self._bank_x.T)
+        return bt if n == bt.shape[1] else np.ascontiguousarray(bt[:, :n])
 
     def _causal_vote(
         self,
@@ -1015,13 +1030,26 @@ class NeuralDriftMoE(Classifier):
         ``q`` (padded to a multiple of 16 rows) are the rows as the bank reads them, ``near``
         each row's k nearest bank rows (the k nearest of the union are among them and the
         call's rows), ``yi`` the call's class indices (-1: unknown). One compiled pass per
-        row over its bank rows and the call's earlier rows, so an entry's bits never depend
-        on the call's length and nothing after a row reaches it."""
+        row over its bank rows and the call's earlier rows; nothing after a row reaches it.
+        Narrow rows' distances are made in the pass; wide rows' products against fixed-size
+        tiles of ``block`` rows, so that an entry's bits never depend on the call's length."""
         m = yi.shape[0]
         if near is None:
             near = (np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64))
+        between = _NO_ROWS
+        if q.shape[1] > _NARROW:
+            w, tiles = self.block, []
+            with _one_blas_thread():
+                for s0 in range(0, m, w):
+                    tile = np.zeros((w, q.shape[1]), dtype=np.float32)
+                    tile[: min(w, m - s0)] = q[s0 : min(s0 + w, m)]
+                    d = q @ tile.T
+                    d *= np.float32(-2.0)
+                    d += (tile * tile).sum(axis=1)[None, :]
+                    tiles.append(d[:m, : min(w, m - s0)])
+            between = np.ascontiguousarray(np.concatenate(tiles, axis=1))
         votes = np.empty((m, c))
-        _kernels().causal_votes(q[:m], near[0][:m], near[1][:m], yi, self.neighbours or 1, votes)
+        _kernels().causal_votes(q[:m], between, near[0][:m], near[1][:m], yi, self.neighbours or 1, votes)
         return votes
 
     def _recent_probs(self, yi: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1060,6 +1088,10 @@ class NeuralDriftMoE(Classifier):
         slots = (self._bank_pos + np.arange(take.shape[0])) % cap
         self._bank_x[slots] = 0.0
         self._bank_x[slots, :d] = take
+        if self._bank_t is not None and self._bank_t.shape == self._bank_x.shape[::-1]:
+            self._bank_t[:, slots] = self._bank_x[slots].T
+        else:
+            self._bank_t = None
         self._bank_y[slots] = ys
         self._bank_pos = int((self._bank_pos + take.shape[0]) % cap)
         self._bank_len = min(cap, self._bank_len + take.shape[0])

@@ -333,8 +333,9 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
     (less its own norm, the same for the whole row) is ``bank_sq[j] - 2 q.b_j``: from the
     products ``prod`` (B, n) and ``bank_sq`` when given (wide rows: a GEMM makes them
     best), else (``prod`` with no rows) computed here from ``q`` (B, d) and the bank as
-    columns ``bank_t`` (d, n), a few multiply-adds a pair for narrow rows, where a GEMM
-    with an inner size of a few costs more than the search. Writes each row's ``k``
+    columns ``bank_t`` (d, n), skipping the row's zero entries: a few multiply-adds a
+    pair for narrow rows (where a GEMM with an inner size of a few costs more than the
+    search) and for mostly-zero ones. Writes each row's ``k``
     nearest (distance, class), nearest first and the earlier row on a tie, and its vote:
     class shares ``(count + 0.1) / (k + 0.1 * C)``."""
     narrow = prod.shape[0] == 0
@@ -355,7 +356,10 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
         if narrow:
             dist[:] = 0.0
             for t in range(d):
-                qt, col = q[i, t], bank_t[t]
+                qt = q[i, t]
+                if qt == 0.0:
+                    continue
+                col = bank_t[t]
                 for j in range(n):
                     dist[j] += qt * col[j]
             for j in range(n):
@@ -391,22 +395,27 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
 
 
 @njit(cache=True, error_model="numpy")
-def causal_votes(q, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
-    """The neighbour vote of each row over its ``near`` bank rows (None-free: zero columns
-    when the bank is empty) and the call's earlier rows with a known class (``y >= 0``):
-    the ``k`` nearest of that union, bank rows first on a tie, then earlier rows. Nothing
-    after a row, nor its own class, reaches its vote. Shares ``(count + 0.1) / (found +
-    0.1 * C)``."""
+def causal_votes(q, between, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
+    """The neighbour vote of each row over its ``near`` bank rows (zero columns when the
+    bank is empty) and the call's earlier rows with a known class (``y >= 0``): the ``k``
+    nearest of that union, bank rows first on a tie, then earlier rows. Nothing after a
+    row, nor its own class, reaches its vote. Shares ``(count + 0.1) / (found + 0.1 * C)``.
+
+    The distance of row i to an earlier row j (less row i's own norm) is ``between[i, j]``
+    when given (wide rows: products a GEMM made), else (``between`` with no rows) it is
+    made here from the rows ``q``, a few multiply-adds a pair for narrow rows."""
     m = y.shape[0]
     d = q.shape[1]
+    given = between.shape[0] > 0
     kb = near_d.shape[1]
     c = votes.shape[1]
     sq = np.empty(m, dtype=np.float32)
-    for j in range(m):
-        s = np.float32(0.0)
-        for t in range(d):
-            s += q[j, t] * q[j, t]
-        sq[j] = s
+    if not given:
+        for j in range(m):
+            s = np.float32(0.0)
+            for t in range(d):
+                s += q[j, t] * q[j, t]
+            sq[j] = s
     kk = min(k, kb + m)
     vals = np.empty(kk, dtype=np.float32)
     idx = np.empty(kk, dtype=np.int64)
@@ -419,11 +428,15 @@ def causal_votes(q, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
         for j in range(i):
             if y[j] < 0:
                 continue
-            s = np.float32(0.0)
-            qj = q[j]
-            for t in range(d):
-                s += qi[t] * qj[t]
-            filled = _insert(vals, idx, kk, filled, s * two + sq[j], kb + j)
+            if given:
+                dist = between[i, j]
+            else:
+                s = np.float32(0.0)
+                qj = q[j]
+                for t in range(d):
+                    s += qi[t] * qj[t]
+                dist = s * two + sq[j]
+            filled = _insert(vals, idx, kk, filled, dist, kb + j)
         for c_ in range(c):
             votes[i, c_] = 0.1
         for t in range(filled):
@@ -465,5 +478,6 @@ def warm() -> None:
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
         bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
-    causal_votes(np.zeros((1, 1), f32), near_d, near_y, y, 1, np.zeros((1, 2)))
+    for between in (np.zeros((0, 0), f32), np.zeros((1, 1), f32)):
+        causal_votes(np.zeros((1, 1), f32), between, near_d, near_y, y, 1, np.zeros((1, 2)))
     _WARM = True

@@ -118,8 +118,9 @@ def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: boo
     np.testing.assert_allclose(votes, (counts + 0.1) / (k + 0.1 * c), rtol=1e-12)
 
 
+@pytest.mark.parametrize("given", [False, True])
 @pytest.mark.parametrize("with_bank", [True, False])
-def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bool) -> None:
+def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bool, given: bool) -> None:
     rng = np.random.default_rng(3)
     m, d, k, c = 50, 3, 6, 3
     q = _grid_rows(rng, m, d)
@@ -129,8 +130,10 @@ def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bo
     near_d = np.sort(rng.integers(0, 20, size=(m, kb)).astype(np.float32), axis=1)
     near_y = rng.integers(0, c, size=(m, kb))
     votes = np.empty((m, c))
-    nk.causal_votes(q, near_d, near_y, y, k, votes)
     sq = (q * q).sum(axis=1)
+    # given: the distances a GEMM made (wide rows); else made in the pass (narrow rows)
+    between = (sq[None, :] - 2 * q @ q.T).astype(np.float32) if given else np.zeros((0, 0), np.float32)
+    nk.causal_votes(q, between, near_d, near_y, y, k, votes)
     for i in range(m):
         cand = [(float(near_d[i, t]), t, int(near_y[i, t])) for t in range(kb)]
         cand += [(float(sq[j] - 2 * q[i] @ q[j]), kb + j, int(y[j])) for j in range(i) if y[j] >= 0]
@@ -142,7 +145,7 @@ def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bo
     flipped = y.copy()
     flipped[30:] = (flipped[30:] + 1) % c
     again = np.empty((m, c))
-    nk.causal_votes(q, near_d, near_y, flipped, k, again)
+    nk.causal_votes(q, between, near_d, near_y, flipped, k, again)
     assert np.array_equal(again[:31], votes[:31])
 
 
