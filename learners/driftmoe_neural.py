@@ -1089,7 +1089,11 @@ class NeuralDriftMoE(Classifier):
         self._bank_x[slots] = 0.0
         self._bank_x[slots, :d] = take
         if self._bank_t is not None and self._bank_t.shape == self._bank_x.shape[::-1]:
-            self._bank_t[:, slots] = self._bank_x[slots].T
+            lo = int(slots[0])
+            if lo + slots.shape[0] <= cap:  # one run of slots, the usual case: a slice copy
+                self._bank_t[:, lo : lo + slots.shape[0]] = self._bank_x[lo : lo + slots.shape[0]].T
+            else:
+                self._bank_t[:, slots] = self._bank_x[slots].T
         else:
             self._bank_t = None
         self._bank_y[slots] = ys
