@@ -547,18 +547,21 @@ class NeuralDriftMoE(Classifier):
         t = torch.rand(shape, generator=self._gen, dtype=torch.float32) * (2 * bound) - bound
         return t.to(self._dev)
 
-    def _init_expert(self, j: int) -> None:
-        """Fresh Glorot weights for expert ``j`` on the known dims; padding stays zero."""
+    def _init_expert(self, j: int, fresh: bool = False) -> None:
+        """Fresh Glorot weights for expert ``j`` on the known dims; padding stays zero.
+        ``fresh``: the buffers were just allocated, all zero (a wide sparse model's first
+        layer is millions of floats: zeroing its columns again took a third of the build)."""
         d, c, h = self._in_dim, len(self._labels), self.hidden
         p = self._p
         cols = slice(j * h, (j + 1) * h)
-        p["w1"][:, cols] = 0.0
+        if not fresh:
+            p["w1"][:, cols] = 0.0
         p["w1"][:d, cols] = self._uniform((d, h), d, h)
         p["b1"][cols] = 0.0
         p["w2"][j] = 0.0
         p["w2"][j, :, :c] = self._uniform((h, c), h, c)
         p["b2"][j] = 0.0
-        for store in (self._m, self._v):
+        for store in () if fresh else (self._m, self._v):
             store["w1"][:, cols] = 0.0
             store["b1"][cols] = 0.0
             store["w2"][j] = 0.0
@@ -571,7 +574,7 @@ class NeuralDriftMoE(Classifier):
         self._d_cap, self._c_cap = _next_pow2(d, 8), _next_pow2(c, 2)
         self._allocate_all()
         for j in range(k):
-            self._init_expert(j)
+            self._init_expert(j, fresh=True)
         self._p["w1"][:d, k * h :] = self._uniform((d, hr), d, hr)
         self._p["r2"].copy_(self._uniform((hr, self._n_gate), hr, self._n_gate))
         self._step.zero_()
@@ -997,9 +1000,10 @@ class NeuralDriftMoE(Classifier):
         k = min(self.neighbours, n)
         near = (np.empty((z.shape[0], k), dtype=np.float32), np.empty((z.shape[0], k), dtype=np.int64))
         votes = np.empty((z.shape[0], c))
-        if bank.shape[1] <= _NARROW or 4 * np.count_nonzero(zz) <= zz.size:
+        if bank.shape[1] <= _NARROW or self._sparse():
             # narrow or mostly-zero rows (hashed words): the pass reads the bank by columns
-            # and skips a row's zero entries, a fraction of a GEMM's work
+            # and skips a row's zero entries, a fraction of a GEMM's work. Chosen by the
+            # model, never by the call's rows, so a row's bits never depend on its company.
             bank_t, prod, bank_sq = self._bank_columns(n), _NO_ROWS, _NO_ROWS.ravel()
         else:
             bank_t = _NO_ROWS
@@ -1031,13 +1035,18 @@ class NeuralDriftMoE(Classifier):
         each row's k nearest bank rows (the k nearest of the union are among them and the
         call's rows), ``yi`` the call's class indices (-1: unknown). One compiled pass per
         row over its bank rows and the call's earlier rows; nothing after a row reaches it.
-        Narrow rows' distances are made in the pass; wide rows' products against fixed-size
-        tiles of ``block`` rows, so that an entry's bits never depend on the call's length."""
+        Narrow rows' distances are made in the pass, mostly-zero rows' from their nonzero
+        entries, wide dense rows' products against fixed-size tiles of ``block`` rows: an
+        entry's bits never depend on the call's length."""
         m = yi.shape[0]
         if near is None:
             near = (np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64))
         between = _NO_ROWS
-        if q.shape[1] > _NARROW:
+        if self._sparse():
+            # mostly-zero rows (hashed words): each row's nonzero entries only
+            between = np.empty((m, m), dtype=np.float32)
+            _kernels().earlier_distances(q[:m], np.ascontiguousarray(q[:m].T), between)
+        elif q.shape[1] > _NARROW:
             w, tiles = self.block, []
             with _one_blas_thread():
                 for s0 in range(0, m, w):

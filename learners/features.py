@@ -306,23 +306,24 @@ class FeatureSpace:
         width nearly every miss is a word seen for the first time: its overflow column is its
         crc32 bucket's, found here without the general path's per-name calls."""
         over, over_index, buckets, crc32 = self._over_cache, self._over_index, self._buckets, zlib.crc32
-        full = self._full()
-        for p in misses:
-            k = keys[p]
-            col = None
-            if full and type(k) is str:
-                # the bucket _overflow_column would compute for a name (value None)
-                col = over_index.get(crc32(k.encode()) % buckets)
+        names = [keys[p] for p in misses]
+        found: list[int | None] = [None] * len(names)
+        if self._full() and all(type(k) is str for k in names):
+            # the bucket _overflow_column would compute for a name (value None), in one pass
+            found = [over_index.get(crc32(k.encode()) % buckets) for k in names]
+        resolved = []
+        for i, col in enumerate(found):
             if col is None:
-                col = self._numeric_column(k, grow, int(rows[p]))
-                if col < 0 or self._kinds[col] != _OVER:
-                    cols[p] = col
-                    continue
-            if not over or len(over) >= _HASH_CACHE_MAX:
-                over.clear()
-                over.update(self._num_index)
-            over[k] = col
-            cols[p] = col
+                col = self._numeric_column(names[i], grow, int(rows[misses[i]]))
+                if col >= 0 and self._kinds[col] == _OVER:
+                    found[i] = col
+            resolved.append(col)
+        cols[misses] = resolved
+        cached = [(k, col) for k, col in zip(names, found, strict=True) if col is not None]
+        if not over or len(over) + len(cached) > _HASH_CACHE_MAX:
+            over.clear()
+            over.update(self._num_index)
+        over.update(cached)
 
     def _numeric_block(
         self, keys: Sequence[Any], idx: list[int], rows: list[list[Any]], grow: bool

@@ -395,6 +395,34 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
 
 
 @njit(cache=True, error_model="numpy")
+def earlier_distances(q, q_t, out):  # pragma: no cover - compiled
+    """``out[i, j]`` for ``j < i``: row i's distance to the earlier row j less row i's own
+    norm, ``|q_j|^2 - 2 q_i.q_j``, for mostly-zero rows ``q`` (m, d) with ``q_t`` their
+    columns (d, m): each row adds up only its nonzero entries' columns, in column order,
+    so an entry's bits never depend on how many rows came with it."""
+    m, d = q.shape
+    sq = np.zeros(m, dtype=np.float32)
+    for t in range(d):
+        col = q_t[t]
+        for j in range(m):
+            sq[j] += col[j] * col[j]
+    two = np.float32(-2.0)
+    acc = np.empty(m, dtype=np.float32)
+    for i in range(m):
+        acc[:i] = 0.0
+        for t in range(d):
+            qt = q[i, t]
+            if qt == 0.0:
+                continue
+            col = q_t[t]
+            for j in range(i):
+                acc[j] += qt * col[j]
+        row = out[i]
+        for j in range(i):
+            row[j] = acc[j] * two + sq[j]
+
+
+@njit(cache=True, error_model="numpy")
 def causal_votes(q, between, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
     """The neighbour vote of each row over its ``near`` bank rows (zero columns when the
     bank is empty) and the call's earlier rows with a known class (``y >= 0``): the ``k``
@@ -478,6 +506,7 @@ def warm() -> None:
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
         bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
+    earlier_distances(np.zeros((1, 1), f32), np.zeros((1, 1), f32), np.zeros((1, 1), f32))
     for between in (np.zeros((0, 0), f32), np.zeros((1, 1), f32)):
         causal_votes(np.zeros((1, 1), f32), between, near_d, near_y, y, 1, np.zeros((1, 2)))
     _WARM = True

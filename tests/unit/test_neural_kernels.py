@@ -177,3 +177,19 @@ def test_the_running_average_is_scipys_filter_bit_for_bit(dtype: type) -> None:
     # exact: the same float64 operations in the same order
     assert np.array_equal(before, np.vstack([start[None, :], running[:-1]]))
     assert np.array_equal(last, running[-1])
+
+
+def test_earlier_distances_of_mostly_zero_rows_are_the_products_and_their_own() -> None:
+    rng = np.random.default_rng(5)
+    q = _grid_rows(rng, 60, 40)
+    q[rng.random(q.shape) < 0.85] = 0.0  # hashed words: most entries zero
+    out = np.empty((60, 60), np.float32)
+    nk.earlier_distances(q, np.ascontiguousarray(q.T), out)
+    expected = (q * q).sum(axis=1)[None, :] - 2 * q @ q.T
+    lower = np.tril_indices(60, -1)
+    # exact on a grid: every product and sum is an integer
+    assert np.array_equal(out[lower], expected[lower])
+    # a row's entries are its own: the same bits with fewer rows after it
+    head = np.empty((25, 25), np.float32)
+    nk.earlier_distances(q[:25], np.ascontiguousarray(q[:25].T), head)
+    assert np.array_equal(head[np.tril_indices(25, -1)], out[:25, :25][np.tril_indices(25, -1)])
