@@ -327,6 +327,35 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
     return filled
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _column_norms(cols_t):  # pragma: no cover - compiled
+    """Each column's squared norm, for rows held as columns ``cols_t`` (d, n)."""
+    sq = np.zeros(cols_t.shape[1], dtype=np.float32)
+    for t in range(cols_t.shape[0]):
+        col = cols_t[t]
+        for j in range(sq.shape[0]):
+            sq[j] += col[j] * col[j]
+    return sq
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _distances(qi, cols_t, sq, n, out):  # pragma: no cover - compiled
+    """``out[j] = sq[j] - 2 qi . col_j`` for the first ``n`` columns of ``cols_t`` (d, ·):
+    a row's distance to them less its own norm, adding up only the row's nonzero entries,
+    each a vector pass over the columns."""
+    out[:n] = 0.0
+    for t in range(qi.shape[0]):
+        qt = qi[t]
+        if qt == 0.0:
+            continue
+        col = cols_t[t]
+        for j in range(n):
+            out[j] += qt * col[j]
+    two = np.float32(-2.0)
+    for j in range(n):
+        out[j] = out[j] * two + sq[j]
+
+
 @njit(cache=True, error_model="numpy")
 def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # pragma: no cover
     """The neighbour vote over the remembered rows. A query row's distance to bank row j
@@ -340,30 +369,17 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
     class shares ``(count + 0.1) / (k + 0.1 * C)``."""
     narrow = prod.shape[0] == 0
     b = q.shape[0]
-    d, n = bank_t.shape if narrow else (0, prod.shape[1])
+    n = bank_t.shape[1] if narrow else prod.shape[1]
     c = votes.shape[1]
     vals = np.empty(k, dtype=np.float32)
     idx = np.empty(k, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
     two = np.float32(-2.0)
     if narrow:
-        bank_sq = np.zeros(n, dtype=np.float32)
-        for t in range(d):
-            col = bank_t[t]
-            for j in range(n):
-                bank_sq[j] += col[j] * col[j]
+        bank_sq = _column_norms(bank_t)
     for i in range(b):
         if narrow:
-            dist[:] = 0.0
-            for t in range(d):
-                qt = q[i, t]
-                if qt == 0.0:
-                    continue
-                col = bank_t[t]
-                for j in range(n):
-                    dist[j] += qt * col[j]
-            for j in range(n):
-                dist[j] = dist[j] * two + bank_sq[j]
+            _distances(q[i], bank_t, bank_sq, n, dist)
         else:
             row = prod[i]
             for j in range(n):
@@ -400,26 +416,9 @@ def earlier_distances(q, q_t, out):  # pragma: no cover - compiled
     norm, ``|q_j|^2 - 2 q_i.q_j``, for mostly-zero rows ``q`` (m, d) with ``q_t`` their
     columns (d, m): each row adds up only its nonzero entries' columns, in column order,
     so an entry's bits never depend on how many rows came with it."""
-    m, d = q.shape
-    sq = np.zeros(m, dtype=np.float32)
-    for t in range(d):
-        col = q_t[t]
-        for j in range(m):
-            sq[j] += col[j] * col[j]
-    two = np.float32(-2.0)
-    acc = np.empty(m, dtype=np.float32)
-    for i in range(m):
-        acc[:i] = 0.0
-        for t in range(d):
-            qt = q[i, t]
-            if qt == 0.0:
-                continue
-            col = q_t[t]
-            for j in range(i):
-                acc[j] += qt * col[j]
-        row = out[i]
-        for j in range(i):
-            row[j] = acc[j] * two + sq[j]
+    sq = _column_norms(q_t)
+    for i in range(q.shape[0]):
+        _distances(q[i], q_t, sq, i, out[i])
 
 
 @njit(cache=True, error_model="numpy")
