@@ -6,11 +6,13 @@ of a few thousand floats; one compiled pass over the rows does the same arithmet
 speed of the arithmetic. The passes work row by row, so a row's forward values never
 depend on the rows that came with it.
 
-``moe_grads`` and ``moe_mix`` let LLVM reassociate their dot products (fastmath
-``reassoc``/``contract``) so that they run as vector code: the sums are the same on every
-run of one machine, but a CPU with other vector widths may round them differently, as
-OpenBLAS's kernels already do. The Adam passes do not: they are numpy's float32 passes,
-operation for operation.
+The model's own arithmetic (``moe_grads``, ``moe_mix``, the first layer's products) lets
+LLVM reassociate sums and fuse multiply-adds (fastmath ``reassoc``/``contract``) so that
+it runs as vector code: the results are the same on every run of one machine, but a CPU
+with other vector widths or without FMA may round them differently, as OpenBLAS's kernels
+already do. The other passes do not: Adam is numpy's float32 passes operation for
+operation, the running averages scipy's ``lfilter``, and the votes make each distance the
+same way whatever else is in the call.
 """
 
 from __future__ import annotations
