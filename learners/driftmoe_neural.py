@@ -617,7 +617,7 @@ class NeuralDriftMoE(Classifier):
             "acc": self._acc.numpy(),
             "cb": self._class_bias.numpy(),
             "ctx": self._ctx.numpy(),
-            "step": self._step.numpy(),
+            "step": self._step.numpy().reshape(1),
         }
 
     def _grow(self) -> None:
@@ -808,7 +808,11 @@ class NeuralDriftMoE(Classifier):
         return np.concatenate([probs, cp], axis=0)
 
     def _mix_np(self, a: np.ndarray) -> np.ndarray:
-        """``_combine_np(_forward_np(.., a))`` in one compiled pass over the rows."""
+        """The prediction (B, class capacity) from the first layer's pre-activations ``a``:
+        one compiled pass over the rows, or the numpy passes where it does not apply."""
+        if not self._fused:
+            _, _, probs, g = self._forward_np(None, a)
+            return self._combine_np(probs, g)
         p = self._np["p"]
         out = np.empty((a.shape[0], self._c_cap), dtype=np.float32)
         _kernels().moe_mix(
@@ -843,23 +847,18 @@ class NeuralDriftMoE(Classifier):
         k, hd = self.n_experts, self.hidden
         kh = k * hd
         b = y.shape[0]
+        if self._fused and sparse is None:
+            self._dense_steps_np(x, y, b)
+            return
         if sparse is not None and a0 is None:
             a0 = self._gather_np(sparse)
         if self._fused:
-            a = a0
-            if a is None:
-                a = x @ p["w1"]
-                a += p["b1"]
-            da = np.empty_like(a)
+            da = np.empty_like(a0)
             _kernels().moe_grads(
-                a, y, p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
+                a0, y, p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
                 gr["w2"], gr["b2"], gr["r2"], gr["rb2"], gr["b1"], da, st["acc"], _ACC_DECAY,
             )  # fmt: skip
-            if sparse is None:
-                np.matmul(x.T, da, out=gr["w1"])
-                self._adam_np(0)
-            else:
-                self._sparse_adam_np(sparse, da)
+            self._sparse_adam_np(sparse, da)
             return
         a, h, probs, g = self._forward_np(x, a0)
         ar = np.arange(b)
@@ -903,21 +902,24 @@ class NeuralDriftMoE(Classifier):
         acc *= np.float32(1.0 - _ACC_DECAY)
         acc += np.float32(_ACC_DECAY) * correct.mean(axis=1)
 
+    def _dense_steps_np(self, x: np.ndarray, y: np.ndarray, rows: int) -> None:
+        """Steps of ``rows`` rows of the dense inputs ``x``, all in one compiled call."""
+        st = self._np
+        p, gr = st["p"], st["g"]
+        _kernels().moe_steps(
+            x, y, rows, p["w1"], p["b1"], p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
+            gr["w1"], gr["b1"], gr["w2"], gr["b2"], gr["r2"], gr["rb2"],
+            st["flat"], st["m"], st["v"], st["gflat"], st["lr"], st["step"],
+            st["acc"], _ACC_DECAY, _BETA1, _BETA2, _EPS,
+        )  # fmt: skip
+
     def _adam_np(self, lo: int) -> tuple[float, float]:
         """Adam on the flat buffers from element ``lo`` on; returns the bias corrections."""
         st = self._np
-        step = st["step"]
-        step += np.float32(1.0)
-        t = float(step)
-        bc1 = 1.0 - _BETA1**t
-        bc2 = 1.0 - _BETA2**t
-        f32 = np.float32
-        _kernels().adam(
+        return _kernels().adam(
             st["flat"][lo:], st["m"][lo:], st["v"][lo:], st["gflat"][lo:], st["lr"][lo:],
-            f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2),
-            f32(1.0 / bc1), f32(1.0 / bc2), f32(_EPS),
+            st["step"], _BETA1, _BETA2, _EPS,
         )  # fmt: skip
-        return bc1, bc2
 
     def _gather_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         offsets, idx, vals = sparse
@@ -1035,18 +1037,17 @@ class NeuralDriftMoE(Classifier):
         each row's k nearest bank rows (the k nearest of the union are among them and the
         call's rows), ``yi`` the call's class indices (-1: unknown). One compiled pass per
         row over its bank rows and the call's earlier rows; nothing after a row reaches it.
-        Narrow rows' distances are made in the pass, mostly-zero rows' from their nonzero
-        entries, wide dense rows' products against fixed-size tiles of ``block`` rows: an
+        Narrow and mostly-zero rows' distances are made from each row's nonzero entries,
+        wide dense rows' from products against fixed-size tiles of ``block`` rows: an
         entry's bits never depend on the call's length."""
         m = yi.shape[0]
         if near is None:
             near = (np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64))
-        between = _NO_ROWS
-        if self._sparse():
-            # mostly-zero rows (hashed words): each row's nonzero entries only
+        if self._sparse() or q.shape[1] <= _NARROW:
+            # narrow or mostly-zero rows (hashed words): each row's nonzero entries only
             between = np.empty((m, m), dtype=np.float32)
             _kernels().earlier_distances(q[:m], np.ascontiguousarray(q[:m].T), between)
-        elif q.shape[1] > _NARROW:
+        else:
             w, tiles = self.block, []
             with _one_blas_thread():
                 for s0 in range(0, m, w):
@@ -1058,7 +1059,7 @@ class NeuralDriftMoE(Classifier):
                     tiles.append(d[:m, : min(w, m - s0)])
             between = np.ascontiguousarray(np.concatenate(tiles, axis=1))
         votes = np.empty((m, c))
-        _kernels().causal_votes(q[:m], between, near[0][:m], near[1][:m], yi, self.neighbours or 1, votes)
+        _kernels().causal_votes(between, near[0][:m], near[1][:m], yi, self.neighbours or 1, votes)
         return votes
 
     def _recent_probs(self, yi: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1171,14 +1172,7 @@ class NeuralDriftMoE(Classifier):
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
         if self._fused:
-            st = self._np
-            p, gr = st["p"], st["g"]
-            _kernels().moe_steps(
-                xm, yi, bs, p["w1"], p["b1"], p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
-                gr["w1"], gr["b1"], gr["w2"], gr["b2"], gr["r2"], gr["rb2"],
-                st["flat"], st["m"], st["v"], st["gflat"], st["lr"], st["step"].reshape(1),
-                st["acc"], _ACC_DECAY, _BETA1, _BETA2, _EPS,
-            )  # fmt: skip
+            self._dense_steps_np(xm, yi, bs)
         elif self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
@@ -1381,11 +1375,7 @@ class NeuralDriftMoE(Classifier):
         if self._numpy:
             with _one_blas_thread():
                 a = self._gather_np(step)
-                if self._fused:
-                    pm = self._mix_np(a)[:m, :c]
-                else:
-                    _, _, probs, g = self._forward_np(None, a)
-                    pm = self._combine_np(probs, g)[:m, :c]
+                pm = self._mix_np(a)[:m, :c]
             gathered = (*step, a)
         else:
             with torch.inference_mode():
@@ -1401,12 +1391,9 @@ class NeuralDriftMoE(Classifier):
         """The router-weighted mixture of the experts (B, c)."""
         if self._numpy:
             with _one_blas_thread():
-                if self._fused:
-                    a = xm @ self._np["p"]["w1"]
-                    a += self._np["p"]["b1"]
-                    return self._mix_np(a)[:, :c]
-                _, _, probs, g = self._forward_np(xm)
-                return self._combine_np(probs, g)[:, :c]
+                a = xm @ self._np["p"]["w1"]
+                a += self._np["p"]["b1"]
+                return self._mix_np(a)[:, :c]
         with torch.inference_mode():
             _, _, probs, g = self._forward_t(torch.from_numpy(xm).to(self._dev))
             return self._combine_t(probs, g)[:, :c].to("cpu").numpy()

@@ -186,16 +186,27 @@ def moe_grads(a, y, w2, b2, cb, r2, rb2, gw2, gb2, gr2, grb2, gb1, da, acc, deca
 
 
 @njit(cache=True, error_model="numpy")
-def adam(w, m, v, g, lr, b1, b2, c1, c2, inv_bc1, inv_bc2, eps):  # pragma: no cover - compiled
-    """Adam on flat float32 buffers: ``m = m*b1 + c1*g``, ``v = v*b2 + (c2*g)*g``,
-    ``w -= ((m*lr)*inv_bc1) / (sqrt(v*inv_bc2) + eps)``, element by element."""
+def adam(w, m, v, g, lr, step, beta1, beta2, eps):  # pragma: no cover - compiled
+    """One Adam step on flat float32 buffers: counts it in ``step`` (float32, one entry),
+    takes the bias corrections ``1 - beta**t`` in float64 as Python would, then element by
+    element ``m = m*b1 + c1*g``, ``v = v*b2 + (c2*g)*g``, ``w -= ((m*lr)*inv_bc1) /
+    (sqrt(v*inv_bc2) + eps)`` in float32. Returns the two bias corrections (the sparse
+    first layer's lazy step uses them too)."""
+    f32 = np.float32
+    step[0] += f32(1.0)
+    t = float(step[0])
+    bc1 = 1.0 - beta1**t
+    bc2 = 1.0 - beta2**t
+    b1, b2, c1, c2 = f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2)
+    inv_bc1, inv_bc2, eps32 = f32(1.0 / bc1), f32(1.0 / bc2), f32(eps)
     for i in range(w.shape[0]):
         gi = g[i]
         mi = m[i] * b1 + c1 * gi
         vi = v[i] * b2 + (c2 * gi) * gi
         m[i] = mi
         v[i] = vi
-        w[i] -= ((mi * lr[i]) * inv_bc1) / (np.sqrt(vi * inv_bc2) + eps)
+        w[i] -= ((mi * lr[i]) * inv_bc1) / (np.sqrt(vi * inv_bc2) + eps32)
+    return bc1, bc2
 
 
 @njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
@@ -234,10 +245,9 @@ def moe_steps(x, y, rows, w1, b1, w2, b2, cb, r2, rb2, gw1, gb1, gw2, gb2, gr2, 
               flat, m, v, gflat, lr, step, acc, decay, beta1, beta2, eps):  # pragma: no cover  # fmt: skip
     """A dense block's learning: steps of ``rows`` rows of ``x`` (B, d) with classes ``y``,
     each the forward pass, ``moe_grads``, the first layer's gradient and Adam on the flat
-    buffers (``step`` counts the steps; its bias corrections are computed in float64, as
-    Python would). The weight and gradient arrays are views into ``flat`` and ``gflat``."""
+    buffers (``adam``). The weight and gradient arrays are views into ``flat`` and
+    ``gflat``."""
     b = x.shape[0]
-    f32 = np.float32
     for s in range(0, b, rows):
         e = min(b, s + rows)
         xs = x[s:e]
@@ -246,12 +256,7 @@ def moe_steps(x, y, rows, w1, b1, w2, b2, cb, r2, rb2, gw1, gb1, gw2, gb2, gr2, 
         da = np.empty_like(a)
         moe_grads(a, y[s:e], w2, b2, cb, r2, rb2, gw2, gb2, gr2, grb2, gb1, da, acc, decay)
         _first_layer_grad(xs, da, gw1)
-        step[0] += f32(1.0)
-        t = float(step[0])
-        bc1 = 1.0 - beta1**t
-        bc2 = 1.0 - beta2**t
-        adam(flat, m, v, gflat, lr, f32(beta1), f32(beta2), f32(1.0 - beta1), f32(1.0 - beta2),
-             f32(1.0 / bc1), f32(1.0 / bc2), f32(eps))  # fmt: skip
+        adam(flat, m, v, gflat, lr, step, beta1, beta2, eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -415,57 +420,35 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
 @njit(cache=True, error_model="numpy")
 def earlier_distances(q, q_t, out):  # pragma: no cover - compiled
     """``out[i, j]`` for ``j < i``: row i's distance to the earlier row j less row i's own
-    norm, ``|q_j|^2 - 2 q_i.q_j``, for mostly-zero rows ``q`` (m, d) with ``q_t`` their
-    columns (d, m): each row adds up only its nonzero entries' columns, in column order,
-    so an entry's bits never depend on how many rows came with it."""
+    norm, ``|q_j|^2 - 2 q_i.q_j``, for narrow or mostly-zero rows ``q`` (m, d) with ``q_t``
+    their columns (d, m): each row adds up only its nonzero entries' columns, in column
+    order, so an entry's bits never depend on how many rows came with it."""
     sq = _column_norms(q_t)
     for i in range(q.shape[0]):
         _distances(q[i], q_t, sq, i, out[i])
 
 
 @njit(cache=True, error_model="numpy")
-def causal_votes(q, between, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
+def causal_votes(between, near_d, near_y, y, k, votes):  # pragma: no cover - compiled
     """The neighbour vote of each row over its ``near`` bank rows (zero columns when the
     bank is empty) and the call's earlier rows with a known class (``y >= 0``): the ``k``
     nearest of that union, bank rows first on a tie, then earlier rows. Nothing after a
     row, nor its own class, reaches its vote. Shares ``(count + 0.1) / (found + 0.1 * C)``.
-
-    The distance of row i to an earlier row j (less row i's own norm) is ``between[i, j]``
-    when given (wide rows: products a GEMM made), else (``between`` with no rows) it is
-    made here from the rows ``q``, a few multiply-adds a pair for narrow rows."""
+    ``between[i, j]`` (``j < i``) is row i's distance to the earlier row j less row i's own
+    norm (``earlier_distances``, or products a GEMM made for wide dense rows)."""
     m = y.shape[0]
-    d = q.shape[1]
-    given = between.shape[0] > 0
     kb = near_d.shape[1]
     c = votes.shape[1]
-    sq = np.empty(m, dtype=np.float32)
-    if not given:
-        for j in range(m):
-            s = np.float32(0.0)
-            for t in range(d):
-                s += q[j, t] * q[j, t]
-            sq[j] = s
     kk = min(k, kb + m)
     vals = np.empty(kk, dtype=np.float32)
     idx = np.empty(kk, dtype=np.int64)
-    two = np.float32(-2.0)
     for i in range(m):
         filled = 0
         for t in range(kb):
             filled = _insert(vals, idx, kk, filled, near_d[i, t], t)
-        qi = q[i]
         for j in range(i):
-            if y[j] < 0:
-                continue
-            if given:
-                dist = between[i, j]
-            else:
-                s = np.float32(0.0)
-                qj = q[j]
-                for t in range(d):
-                    s += qi[t] * qj[t]
-                dist = s * two + sq[j]
-            filled = _insert(vals, idx, kk, filled, dist, kb + j)
+            if y[j] >= 0:
+                filled = _insert(vals, idx, kk, filled, between[i, j], kb + j)
         for c_ in range(c):
             votes[i, c_] = 0.1
         for t in range(filled):
@@ -495,7 +478,7 @@ def warm() -> None:
     moe_grads(a, y, w2, b2, cb, r2, rb2, *grads, np.zeros(a.shape[1], f32), np.zeros_like(a), np.zeros(k, f32), 0.05)
     flat = np.zeros(1, f32)
     one = f32(1.0)
-    adam(flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), one, one, one, one, one, one, one)
+    adam(flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), np.zeros(1, f32), 0.9, 0.999, 1e-8)
     w1, b1 = np.zeros((1, a.shape[1]), f32), np.zeros(a.shape[1], f32)
     moe_steps(np.zeros((1, 1), f32), y, 1, w1, b1, w2, b2, cb, r2, rb2, np.zeros_like(w1), np.zeros_like(b1), *grads,
               flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), np.zeros(1, f32), np.zeros(k, f32), 0.05,
@@ -508,6 +491,5 @@ def warm() -> None:
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
         bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))
     earlier_distances(np.zeros((1, 1), f32), np.zeros((1, 1), f32), np.zeros((1, 1), f32))
-    for between in (np.zeros((0, 0), f32), np.zeros((1, 1), f32)):
-        causal_votes(np.zeros((1, 1), f32), between, near_d, near_y, y, 1, np.zeros((1, 2)))
+    causal_votes(np.zeros((1, 1), f32), near_d, near_y, y, 1, np.zeros((1, 2)))
     _WARM = True

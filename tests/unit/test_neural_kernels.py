@@ -81,10 +81,11 @@ def test_the_compiled_adam_is_numpys_passes_bit_for_bit() -> None:
     em = m * f32(_BETA1) + f32(1.0 - _BETA1) * g
     ev = v * f32(_BETA2) + f32(1.0 - _BETA2) * g * g
     ew = w - (em * lr) * f32(1.0 / bc1) / (np.sqrt(ev * f32(1.0 / bc2)) + f32(_EPS))
-    nk.adam(w, m, v, g, lr, f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2),
-            f32(1.0 / bc1), f32(1.0 / bc2), f32(_EPS))  # fmt: skip
-    # exact: the same float32 operations in the same order
+    step = np.array([4.0], dtype=f32)  # four steps taken: this is the fifth
+    got = nk.adam(w, m, v, g, lr, step, _BETA1, _BETA2, _EPS)
+    # exact: the same float32 operations in the same order, the same bias corrections
     assert np.array_equal(m, em) and np.array_equal(v, ev) and np.array_equal(w, ew)
+    assert step[0] == 5.0 and got == (bc1, bc2)
 
 
 def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -131,9 +132,11 @@ def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bo
     near_y = rng.integers(0, c, size=(m, kb))
     votes = np.empty((m, c))
     sq = (q * q).sum(axis=1)
-    # given: the distances a GEMM made (wide rows); else made in the pass (narrow rows)
-    between = (sq[None, :] - 2 * q @ q.T).astype(np.float32) if given else np.zeros((0, 0), np.float32)
-    nk.causal_votes(q, between, near_d, near_y, y, k, votes)
+    # given: the distances a GEMM made (wide rows); else made from the rows (narrow rows)
+    between = (sq[None, :] - 2 * q @ q.T).astype(np.float32)
+    if not given:
+        nk.earlier_distances(q, np.ascontiguousarray(q.T), between)
+    nk.causal_votes(between, near_d, near_y, y, k, votes)
     for i in range(m):
         cand = [(float(near_d[i, t]), t, int(near_y[i, t])) for t in range(kb)]
         cand += [(float(sq[j] - 2 * q[i] @ q[j]), kb + j, int(y[j])) for j in range(i) if y[j] >= 0]
@@ -145,7 +148,7 @@ def test_the_causal_vote_reads_only_earlier_rows_with_their_labels(with_bank: bo
     flipped = y.copy()
     flipped[30:] = (flipped[30:] + 1) % c
     again = np.empty((m, c))
-    nk.causal_votes(q, between, near_d, near_y, flipped, k, again)
+    nk.causal_votes(between, near_d, near_y, flipped, k, again)
     assert np.array_equal(again[:31], votes[:31])
 
 
