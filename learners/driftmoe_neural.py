@@ -1229,15 +1229,9 @@ class NeuralDriftMoE(Classifier):
         width keeps its place (so rows remembered before the space widened still match),
         a later column lands in a fixed pseudo-random slot with a fixed sign."""
         indptr, cols, vals = csr
-        n, width = indptr.shape[0] - 1, self.sparse_above
-        h = (cols.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
-        far = cols >= width
-        slot = np.where(far, (h >> np.uint64(1)) % np.uint64(width), cols.astype(np.uint64)).astype(np.int64)
-        sign = np.where(far & ((h & np.uint64(1)) == 1), -1.0, 1.0).astype(np.float32)
-        rows = np.repeat(np.arange(n), np.diff(indptr))
-        out = np.zeros(n * width, dtype=np.float32)
-        np.add.at(out, rows * width + slot, vals * sign)
-        return out.reshape(n, width)
+        out = np.empty((indptr.shape[0] - 1, self.sparse_above), dtype=np.float32)
+        _kernels().project(indptr, cols, vals, self.sparse_above, out)
+        return out
 
     def _update_context(self, yi: np.ndarray) -> None:
         """Fold this batch's labels into the recent-label profile, newest weighted most.

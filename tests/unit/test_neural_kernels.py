@@ -196,3 +196,23 @@ def test_earlier_distances_of_mostly_zero_rows_are_the_products_and_their_own() 
     head = np.empty((25, 25), np.float32)
     nk.earlier_distances(q[:25], np.ascontiguousarray(q[:25].T), head)
     assert np.array_equal(head[np.tril_indices(25, -1)], out[:25, :25][np.tril_indices(25, -1)])
+
+
+def test_the_compiled_projection_is_the_numpy_hashing_bit_for_bit() -> None:
+    rng = np.random.default_rng(4)
+    width, rows = 16, 40
+    lens = rng.integers(0, 12, rows)
+    indptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+    # near columns keep their place, far ones share 16 slots: many collisions, both signs
+    cols = rng.integers(0, 400, int(indptr[-1])).astype(np.int64)
+    vals = rng.normal(size=cols.shape[0]).astype(np.float32)
+    h = (cols.astype(np.uint64) * np.uint64(2654435761)) & np.uint64(0xFFFFFFFF)
+    far = cols >= width
+    slot = np.where(far, (h >> np.uint64(1)) % np.uint64(width), cols.astype(np.uint64)).astype(np.int64)
+    sign = np.where(far & ((h & np.uint64(1)) == 1), -1.0, 1.0).astype(np.float32)
+    expected = np.zeros(rows * width, dtype=np.float32)
+    np.add.at(expected, np.repeat(np.arange(rows), lens) * width + slot, vals * sign)
+    got = np.full((rows, width), np.nan, dtype=np.float32)
+    nk.project(indptr, cols, vals, width, got)
+    assert (sign < 0).any() and len(set(zip(np.repeat(np.arange(rows), lens), slot, strict=True))) < cols.shape[0]
+    assert np.array_equal(got.ravel(), expected)
