@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
@@ -1399,7 +1400,7 @@ class NeuralDriftMoE(Classifier):
         computed now the same way (same rows, same shapes, same code), so the result never
         depends on how the caller split its predictions."""
         memo, self._pred_memo = self._pred_memo, None
-        if memo is not None and len(memo[0]) == len(X) and all(a is b for a, b in zip(memo[0], X, strict=True)):
+        if memo is not None and len(memo[0]) == len(X) and all(map(operator.is_, memo[0], X)):
             return memo[1]
         if not self._p:
             return None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -41,6 +42,7 @@ _NUM, _CAT, _HASH, _OVER = 0, 1, 2, 3
 _PLAIN_NUMBERS = frozenset({float, int, bool})
 _PLAIN_VALUES = _PLAIN_NUMBERS | {str}
 _NUMBER = (int, float, np.integer, np.floating)
+_DICTS = frozenset({dict})
 
 
 class FeatureSpace:
@@ -252,21 +254,21 @@ class FeatureSpace:
         self._m2[dim:] = 0.0
 
     @staticmethod
-    def _uniform_rows(X: Sequence[Any]) -> tuple[tuple[Any, ...], list[list[Any]]] | None:
+    def _uniform_rows(X: Sequence[Any]) -> tuple[tuple[Any, ...], list[Any]] | None:
         """The usual batch: plain dicts with the first row's keys in its order, every value a
-        plain number. Its keys and value rows, or None for anything else."""
-        first = X[0] if X else None
-        if type(first) is not dict:
+        plain number. Its keys and all rows' values in one flat list, or None for anything
+        else. Checked and read with C-level passes over the rows, no Python loop."""
+        if not X or not _DICTS.issuperset(map(type, X)):
             return None
-        keys = tuple(first)
-        rows = []
-        for x in X:
-            if type(x) is not dict or tuple(x) != keys:
-                return None
-            rows.append(list(x.values()))
-        if not _PLAIN_NUMBERS.issuperset(map(type, itertools.chain.from_iterable(rows))):
+        keys = tuple(X[0])
+        # all rows' keys in a row equal to the first row's, repeated: as dicts hold no key
+        # twice, no row can be shorter or longer than the first, so each row's keys are its
+        if list(itertools.chain.from_iterable(X)) != list(keys) * len(X):
             return None
-        return keys, rows
+        vals = list(itertools.chain.from_iterable(map(dict.values, X)))
+        if not _PLAIN_NUMBERS.issuperset(map(type, vals)):
+            return None
+        return keys, vals
 
     def _ragged_block(
         self, X: Sequence[Any], grow: bool
@@ -274,9 +276,9 @@ class FeatureSpace:
         """Coordinates of plain dicts of plain numbers whose keys differ from row to row (bags
         of words, sparse ids): one pass over all items, no per-row numpy call. None when a
         row is anything else."""
-        if not all(type(x) is dict for x in X):
+        if not _DICTS.issuperset(map(type, X)):
             return None
-        vals_l = list(itertools.chain.from_iterable(x.values() for x in X))
+        vals_l = list(itertools.chain.from_iterable(map(dict.values, X)))
         if not _PLAIN_NUMBERS.issuperset(map(type, vals_l)):
             return None
         keys = list(itertools.chain.from_iterable(X))
@@ -326,9 +328,10 @@ class FeatureSpace:
         over.update(cached)
 
     def _numeric_block(
-        self, keys: Sequence[Any], idx: list[int], rows: list[list[Any]], grow: bool
+        self, keys: Sequence[Any], idx: list[int], rows: Sequence[Any], grow: bool
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Coordinates of rows ``idx`` whose values under ``keys`` are ``rows`` (plain numbers)."""
+        """Coordinates of rows ``idx`` whose values under ``keys`` are ``rows`` (plain numbers,
+        one list per row or all rows' in one flat list)."""
         cols = np.fromiter(
             (self._numeric_column(k, grow, idx[0]) for k in keys), np.int64, len(keys)
         )
@@ -509,13 +512,18 @@ class FeatureSpace:
         memo, self._memo = self._memo, None
         if memo is None or memo[1] != self.dim or len(memo[0]) != len(X):
             return None
-        if any(a is not b for a, b in zip(memo[0], X, strict=True)):
+        if not all(map(operator.is_, memo[0], X)):
             return None
         return memo[2]
 
     def _values(self, c: np.ndarray, v: np.ndarray, is_num: np.ndarray) -> np.ndarray:
         """The standardised values of coordinates ``(c, v)``."""
         shift, scale = self._shift_scale()
+        if is_num.all():  # numbers only (no one-hot or hashed categories): no masks needed
+            z = (v - shift[c]) * scale[c]
+            if self.standardize:
+                np.clip(z, -CLIP_SD, CLIP_SD, out=z)
+            return z
         z = v.copy()
         zn = (v[is_num] - shift[c[is_num]]) * scale[c[is_num]]
         if self.standardize:
@@ -652,6 +660,8 @@ class LabelSpace:
 
     def update(self, y: Sequence[Hashable]) -> None:
         """Add the labels of ``y`` not seen before."""
+        if self._index.keys() >= set(y):
+            return  # the usual batch: every label known, checked without a Python loop
         for label in y:
             if label not in self._index:
                 self._index[label] = len(self._labels)
@@ -660,7 +670,7 @@ class LabelSpace:
     def encode(self, y: Sequence[Hashable]) -> np.ndarray:
         """Class indices of ``y`` (int64); -1 for a label never seen."""
         get = self._index.get
-        return np.fromiter((get(label, -1) for label in y), dtype=np.int64, count=len(y))
+        return np.fromiter(map(get, y, itertools.repeat(-1)), dtype=np.int64, count=len(y))
 
     def update_and_encode(self, y: Sequence[Hashable]) -> np.ndarray:
         self.update(y)

@@ -355,6 +355,83 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
     return filled
 
 
+# groups the nearest-row search splits a row's distances into (strided: group g holds
+# entries g, g + 64, ...); under four entries a group, it scans them all
+_GROUPS = 64
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no cover
+    """The ``k`` smallest of ``dist[:n]`` into ``vals``/``idx``, smallest first and the
+    earlier entry on a tie: exactly the result of inserting every entry in index order.
+
+    Most entries are far from the ``k`` nearest, and inserting each costs branches the CPU
+    mispredicts. So: each group's minimum (a vector pass), and ``u`` the largest of the
+    minima of ``k`` disjoint sets of groups, which are ``k`` distinct entries, so that at
+    least ``k`` entries are <= ``u`` and no entry above ``u`` can be among the nearest.
+    Then only the groups whose minimum is <= ``u`` are read, their entries <= ``u`` kept
+    in index order and inserted. When ties leave most groups under ``u`` (rows on a grid),
+    every entry is inserted as before."""
+    rows = n // _GROUPS
+    m = 0
+    if rows >= 4 and 2 * k <= _GROUPS:
+        for g in range(_GROUPS):
+            gmin[g] = dist[g]
+        for r in range(1, rows):
+            base = r * _GROUPS
+            for g in range(_GROUPS):
+                v = dist[base + g]
+                gmin[g] = v if v < gmin[g] else gmin[g]
+        u = np.float32(-np.inf)
+        for s in range(k):
+            low = gmin[s]
+            for g in range(s + k, _GROUPS, k):
+                low = gmin[g] if gmin[g] < low else low
+            u = low if low > u else u
+        ng = 0
+        for g in range(_GROUPS):
+            sel[ng] = g
+            ng += gmin[g] <= u
+        if 2 * ng <= _GROUPS:
+            for r in range(rows):
+                base = r * _GROUPS
+                for t in range(ng):
+                    j = base + sel[t]
+                    v = dist[j]
+                    cand_v[m] = v
+                    cand_j[m] = j
+                    m += v <= u
+            for j in range(rows * _GROUPS, n):
+                v = dist[j]
+                cand_v[m] = v
+                cand_j[m] = j
+                m += v <= u
+        else:
+            rows = 0
+    if rows < 4 or 2 * k > _GROUPS:
+        for j in range(n):
+            cand_v[j] = dist[j]
+            cand_j[j] = j
+        m = n
+    filled = 0
+    for t in range(m):
+        v = cand_v[t]
+        if filled < k:
+            p = filled
+            filled += 1
+        elif v < vals[k - 1]:
+            p = k - 1
+        else:
+            continue
+        # insertion after equal values: an earlier entry wins a tie
+        while p > 0 and vals[p - 1] > v:
+            vals[p] = vals[p - 1]
+            idx[p] = idx[p - 1]
+            p -= 1
+        vals[p] = v
+        idx[p] = cand_j[t]
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _column_norms(cols_t):  # pragma: no cover - compiled
     """Each column's squared norm, for rows held as columns ``cols_t`` (d, n)."""
@@ -402,6 +479,8 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
     vals = np.empty(k, dtype=np.float32)
     idx = np.empty(k, dtype=np.int64)
     dist = np.empty(n, dtype=np.float32)
+    gmin, sel = np.empty(_GROUPS, dtype=np.float32), np.empty(_GROUPS, dtype=np.int64)
+    cand_v, cand_j = np.empty(n, dtype=np.float32), np.empty(n, dtype=np.int64)
     two = np.float32(-2.0)
     if narrow:
         bank_sq = _column_norms(bank_t)
@@ -412,21 +491,7 @@ def bank_votes(q, bank_t, prod, bank_sq, bank_y, k, near_d, near_y, votes):  # p
             row = prod[i]
             for j in range(n):
                 dist[j] = row[j] * two + bank_sq[j]
-        for j in range(n):
-            v = dist[j]
-            if j < k:
-                p = j
-            elif v < vals[k - 1]:
-                p = k - 1
-            else:
-                continue
-            # insertion after equal values: an earlier row wins a tie
-            while p > 0 and vals[p - 1] > v:
-                vals[p] = vals[p - 1]
-                idx[p] = idx[p - 1]
-                p -= 1
-            vals[p] = v
-            idx[p] = j
+        _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j)
         for c_ in range(c):
             votes[i, c_] = 0.1
         for t in range(k):

@@ -94,11 +94,20 @@ def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return rng.integers(-3, 4, size=(n, d)).astype(np.float32)
 
 
+@pytest.mark.parametrize(
+    "n,grid",
+    # grids: ties at the cut; continuous rows: most groups of the memory skipped; the
+    # memory under four entries a group, a whole number of groups, and with a remainder
+    [(300, True), (1024, True), (1024, False), (1000, False), (150, False)],
+)
 @pytest.mark.parametrize("narrow", [True, False])
-def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool) -> None:
+def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool, n: int, grid: bool) -> None:
     rng = np.random.default_rng(2)
-    bank, q = _grid_rows(rng, 300, 3), _grid_rows(rng, 40, 3)
-    labels = rng.integers(0, 3, 300)
+    if grid:
+        bank, q = _grid_rows(rng, n, 3), _grid_rows(rng, 40, 3)
+    else:
+        bank, q = rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(40, 3)).astype(np.float32)
+    labels = rng.integers(0, 3, n)
     k, c = 8, 4
     prod = q @ bank.T
     bank_sq = (bank * bank).sum(axis=1)
@@ -110,8 +119,16 @@ def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: boo
     else:  # from the products and norms a GEMM made
         nk.bank_votes(q, none, prod, bank_sq, labels, k, near_d, near_y, votes)
     d2 = prod * np.float32(-2.0) + bank_sq
+    if narrow and not grid:
+        # continuous rows round by the order of operations: the pass's own, column by column
+        sq, acc = np.zeros(n, np.float32), np.zeros((40, n), np.float32)
+        for t in range(3):
+            sq += bank[:, t] * bank[:, t]
+            acc += q[:, t : t + 1] * bank[:, t][None, :]
+        d2 = acc * np.float32(-2.0) + sq
     order = np.argsort(d2, axis=1, kind="stable")[:, :k]
-    assert (np.diff(np.sort(d2, axis=1)[:, k - 1 : k + 1], axis=1) == 0).any()  # ties at the cut
+    if grid:
+        assert (np.diff(np.sort(d2, axis=1)[:, k - 1 : k + 1], axis=1) == 0).any()  # ties at the cut
     # exact: the same float32 distances, the same (distance, row) order
     assert np.array_equal(near_d, np.take_along_axis(d2, order, axis=1))
     assert np.array_equal(near_y, labels[order])
