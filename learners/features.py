@@ -462,24 +462,11 @@ class FeatureSpace:
         c, v = c[is_num], v[is_num]
         if c.size == 0:
             return
+        from learners.neural_kernels import fold_moments
+
         d = self.dim
         # Chan et al.'s parallel combine of the batch moments into the running ones
-        n_b = np.bincount(c, minlength=d).astype(np.float64)
-        sum_b = np.bincount(c, weights=v, minlength=d)
-        seen = n_b > 0
-        mean_b = np.zeros(d)
-        mean_b[seen] = sum_b[seen] / n_b[seen]
-        m2_b = np.bincount(c, weights=(v - mean_b[c]) ** 2, minlength=d)
-        n_a = self._count[:d]
-        mean_a = self._mean[:d]
-        n = n_a + n_b
-        delta = mean_b - mean_a
-        safe_n = np.where(seen, n, 1.0)
-        new_mean = np.where(seen, mean_a + delta * n_b / safe_n, mean_a)
-        new_m2 = np.where(seen, self._m2[:d] + m2_b + delta**2 * n_a * n_b / safe_n, self._m2[:d])
-        self._count[:d] = n
-        self._mean[:d] = new_mean
-        self._m2[:d] = new_m2
+        fold_moments(c, v, self._count[:d], self._mean[:d], self._m2[:d])
 
     def _shift_scale(self) -> tuple[np.ndarray, np.ndarray]:
         d = self.dim

@@ -276,6 +276,36 @@ def running_average(x, start, a, before):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def fold_moments(c, v, count, mean, m2):  # pragma: no cover - compiled
+    """Fold a batch's values ``v`` (float64) at columns ``c`` into the running per-column
+    ``count``, ``mean`` and ``m2`` (float64, in place) by Chan et al.'s parallel combine:
+    the batch's sums in entry order, as ``np.bincount`` adds them, and the combine's
+    float64 operations in numpy's order, so the moments are numpy's bit for bit (a unit
+    test checks) in one pass instead of some twenty calls."""
+    d = count.shape[0]
+    n_b = np.zeros(d)
+    sum_b = np.zeros(d)
+    for i in range(c.shape[0]):
+        n_b[c[i]] += 1.0
+        sum_b[c[i]] += v[i]
+    mean_b = np.zeros(d)
+    for j in range(d):
+        if n_b[j] > 0.0:
+            mean_b[j] = sum_b[j] / n_b[j]
+    m2_b = np.zeros(d)
+    for i in range(c.shape[0]):
+        t = v[i] - mean_b[c[i]]
+        m2_b[c[i]] += t * t
+    for j in range(d):
+        if n_b[j] > 0.0:
+            n = count[j] + n_b[j]
+            delta = mean_b[j] - mean[j]
+            mean[j] = mean[j] + delta * n_b[j] / n
+            m2[j] = m2[j] + m2_b[j] + delta * delta * count[j] * n_b[j] / n
+            count[j] = n
+
+
+@njit(cache=True, error_model="numpy")
 def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
     """The sparse first layer's step: for each input row the step's entries touch, its
     gradient summed over those entries in batch order, then lazy Adam on that row.
@@ -415,21 +445,7 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
         m = n
     filled = 0
     for t in range(m):
-        v = cand_v[t]
-        if filled < k:
-            p = filled
-            filled += 1
-        elif v < vals[k - 1]:
-            p = k - 1
-        else:
-            continue
-        # insertion after equal values: an earlier entry wins a tie
-        while p > 0 and vals[p - 1] > v:
-            vals[p] = vals[p - 1]
-            idx[p] = idx[p - 1]
-            p -= 1
-        vals[p] = v
-        idx[p] = cand_j[t]
+        filled = _insert(vals, idx, k, filled, cand_v[t], cand_j[t])
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -572,6 +588,7 @@ def warm() -> None:
     idx = np.zeros(1, dtype=np.int64)
     sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
+    fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
     for x in (np.zeros((1, 1), f32), np.zeros((1, 1))):
         running_average(x, np.zeros(1), 0.5, np.zeros((1, 1)))
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)

@@ -233,3 +233,31 @@ def test_the_compiled_projection_is_the_numpy_hashing_bit_for_bit() -> None:
     nk.project(indptr, cols, vals, width, got)
     assert (sign < 0).any() and len(set(zip(np.repeat(np.arange(rows), lens), slot, strict=True))) < cols.shape[0]
     assert np.array_equal(got.ravel(), expected)
+
+
+def test_the_compiled_fold_is_chans_combine_in_numpy_bit_for_bit() -> None:
+    rng = np.random.default_rng(6)
+    d = 12
+    count = rng.integers(0, 50, d).astype(np.float64)
+    mean, m2 = rng.normal(size=d) * 3, rng.random(d) * count
+    c = rng.integers(0, d - 3, 500)  # the last three columns unseen in the batch
+    v = rng.normal(size=500) * 5 + 2
+    # the numpy passes the fold replaced
+    n_b = np.bincount(c, minlength=d).astype(np.float64)
+    sum_b = np.bincount(c, weights=v, minlength=d)
+    seen = n_b > 0
+    mean_b = np.zeros(d)
+    mean_b[seen] = sum_b[seen] / n_b[seen]
+    m2_b = np.bincount(c, weights=(v - mean_b[c]) ** 2, minlength=d)
+    n = count + n_b
+    delta = mean_b - mean
+    safe_n = np.where(seen, n, 1.0)
+    expected = (
+        n,
+        np.where(seen, mean + delta * n_b / safe_n, mean),
+        np.where(seen, m2 + m2_b + delta**2 * count * n_b / safe_n, m2),
+    )
+    got = (count.copy(), mean.copy(), m2.copy())
+    nk.fold_moments(c, v, *got)
+    for g, e in zip(got, expected, strict=True):
+        assert np.array_equal(g, e)
