@@ -130,6 +130,13 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def _log_loss(p: np.ndarray, rows: np.ndarray, y: np.ndarray) -> float:
+    """The mean log-loss of probabilities ``p`` (B, C) at classes ``y``, clipped at 1e-6:
+    ``np.mean``'s sum and division, without its Python wrapper."""
+    x = -np.log(np.maximum(p[rows, y], 1e-6))
+    return float(np.add.reduce(x) / x.shape[0])
+
+
 def _densify(csr: tuple[np.ndarray, np.ndarray, np.ndarray], d: int, shared: bool) -> np.ndarray:
     """CSR rows as a dense matrix; ``shared``: a row may hit a column twice (they add up)."""
     indptr, cols, vals = csr
@@ -591,6 +598,7 @@ class NeuralDriftMoE(Classifier):
         self._step = torch.zeros((), dtype=torch.float32, device=self._dev)
         self._acc = torch.full((self.n_experts,), 0.5, dtype=torch.float32, device=self._dev)
         self._class_bias = torch.full((self._c_cap,), _NEG, device=self._dev)
+        self._open_classes = 0
         self._ctx = torch.zeros(self._c_cap, device=self._dev)
         self._graph = None
         self._refresh_numpy_views()
@@ -642,8 +650,11 @@ class NeuralDriftMoE(Classifier):
             self._acc.copy_(old[4])
             self._class_bias[: old[5].shape[0]] = old[5]
             self._ctx[: old[6].shape[0]] = old[6]
-        # a new class starts with zero output weights; unmask its logit
-        self._class_bias[:c] = 0.0
+        # a new class starts with zero output weights; unmask its logit (once: a tensor
+        # write costs as much per block as reading the block's labels)
+        if c != self._open_classes:
+            self._class_bias[:c] = 0.0
+            self._open_classes = c
 
     # ------------------------------------------------------------------ torch maths
     def _forward_t(
@@ -1336,8 +1347,8 @@ class NeuralDriftMoE(Classifier):
         loss = np.array(
             [
                 # a predictor not there yet counts as the uniform guess
-                math.log(c) if p is None else -np.log(np.clip(p[rows, yi], 1e-6, None)).mean()
-                for k, p in enumerate(comps)
+                math.log(c) if p is None else _log_loss(p, rows, yi)
+                for p in comps
             ]
         )
         self._cmix_loss = _MIX_DECAY * self._cmix_loss + (1.0 - _MIX_DECAY) * loss
@@ -1415,7 +1426,7 @@ class NeuralDriftMoE(Classifier):
             pad = ((0, 0), (0, c - pm.shape[1]))
             pm, pn = np.pad(pm, pad), np.pad(pn, pad)
         rows = np.arange(yi.shape[0])
-        loss = np.array([-np.log(np.clip(p[rows, yi], 1e-6, None)).mean() for p in (pm, pn)])
+        loss = np.array([_log_loss(p, rows, yi) for p in (pm, pn)])
         self._mix_loss = _MIX_DECAY * self._mix_loss + (1.0 - _MIX_DECAY) * loss
 
     def router_choices(self, X: Sequence[Features]) -> list[int]:
@@ -1557,6 +1568,7 @@ class NeuralDriftMoE(Classifier):
         self._step.fill_(float(state["step"]))
         self._acc.copy_(torch.as_tensor(state["expert_accuracy"], dtype=torch.float32))
         self._class_bias.copy_(torch.as_tensor(state["class_bias"], dtype=torch.float32))
+        self._open_classes = 0
         self._ctx.copy_(torch.as_tensor(state["label_context"], dtype=torch.float32))
 
     @classmethod

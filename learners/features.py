@@ -509,12 +509,12 @@ class FeatureSpace:
         if is_num.all():  # numbers only (no one-hot or hashed categories): no masks needed
             z = (v - shift[c]) * scale[c]
             if self.standardize:
-                np.clip(z, -CLIP_SD, CLIP_SD, out=z)
+                np.minimum(np.maximum(z, -CLIP_SD, out=z), CLIP_SD, out=z)  # np.clip, less its wrapper
             return z
         z = v.copy()
         zn = (v[is_num] - shift[c[is_num]]) * scale[c[is_num]]
         if self.standardize:
-            np.clip(zn, -CLIP_SD, CLIP_SD, out=zn)
+            np.minimum(np.maximum(zn, -CLIP_SD, out=zn), CLIP_SD, out=zn)  # np.clip, less its wrapper
         z[is_num] = zn
         return z
 
