@@ -137,18 +137,6 @@ def _log_loss(p: np.ndarray, rows: np.ndarray, y: np.ndarray) -> float:
     return float(np.add.reduce(x) / x.shape[0])
 
 
-def _densify(csr: tuple[np.ndarray, np.ndarray, np.ndarray], d: int, shared: bool) -> np.ndarray:
-    """CSR rows as a dense matrix; ``shared``: a row may hit a column twice (they add up)."""
-    indptr, cols, vals = csr
-    out = np.zeros((indptr.shape[0] - 1, d), dtype=np.float32)
-    rows = np.repeat(np.arange(indptr.shape[0] - 1), np.diff(indptr))
-    if shared:
-        np.add.at(out, (rows, cols), vals)
-    else:
-        out[rows, cols] = vals
-    return out
-
-
 def _next_pow2(n: int, floor: int) -> int:
     return max(floor, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
 
@@ -1107,15 +1095,13 @@ class NeuralDriftMoE(Classifier):
             if self._bank_y.shape[0] < cap:
                 self._bank_y = np.zeros(cap, dtype=np.int64)
         take, ys = z[-cap:], yi[-cap:]
-        slots = (self._bank_pos + np.arange(take.shape[0])) % cap
+        lo, n = self._bank_pos, take.shape[0]
+        # one run of slots, the usual case, is a slice; else the run wraps around
+        slots: slice | np.ndarray = slice(lo, lo + n) if lo + n <= cap else (lo + np.arange(n)) % cap
         self._bank_x[slots] = 0.0
         self._bank_x[slots, :d] = take
         if self._bank_t is not None and self._bank_t.shape == self._bank_x.shape[::-1]:
-            lo = int(slots[0])
-            if lo + slots.shape[0] <= cap:  # one run of slots, the usual case: a slice copy
-                self._bank_t[:, lo : lo + slots.shape[0]] = self._bank_x[lo : lo + slots.shape[0]].T
-            else:
-                self._bank_t[:, slots] = self._bank_x[slots].T
+            self._bank_t[:, slots] = self._bank_x[slots].T
         else:
             self._bank_t = None
         self._bank_y[slots] = ys
@@ -1135,10 +1121,7 @@ class NeuralDriftMoE(Classifier):
         # learners get from learning event by event: on temporally dependent streams
         # (prices, terrain) the deviation from it carries much of the signal
         a = 0.5 ** (1.0 / self.input_halflife)
-        before = np.empty(z.shape)
-        last = _kernels().running_average(z, ema, a, before)
-        out[:, 0 : 2 * d : 2] = z
-        out[:, 1 : 2 * d : 2] = z - before
+        last = _kernels().context_rows(z, ema, a, out)
         if advance:
             self._ema = last
         return out
@@ -1169,7 +1152,7 @@ class NeuralDriftMoE(Classifier):
 
     def _learn_block(self, X: Sequence[Features], y: Sequence[Label]) -> None:
         before = self._probs_before_learning(X) if (self.neighbours or self.causal) else None
-        csr = self._features.update_and_transform_sparse(X)
+        scan = self._features.update_scan(X)
         yi = self._labels.update_and_encode(list(y))
         if self.causal:
             self._score_causal(before, yi)
@@ -1178,9 +1161,9 @@ class NeuralDriftMoE(Classifier):
             assert before.experts is not None
             self._score_mix(before.experts, before.neighbours, yi)
         if self._sparse():
-            self._learn_sparse(csr, yi, None if before is None else before.gathered)
+            self._learn_sparse(self._features.csr(scan), yi, None if before is None else before.gathered)
             return
-        z = _densify(csr, self._features.dim, self._features.has_overflow)
+        z = self._features.dense(scan)
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
         if self._fused:

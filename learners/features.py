@@ -556,28 +556,39 @@ class FeatureSpace:
             self._memo = (list(X), self.dim, coords)
         return self._csr(len(X), *coords)
 
+    def update_scan(self, X: Sequence[Mapping[str, Any]]) -> tuple[int, tuple[np.ndarray, ...]]:
+        """Learn from non-empty ``X`` and return its scan, to read with ``dense`` or ``csr``
+        under the updated statistics: for a caller that picks one only once the space has
+        grown. Reading the dicts costs as much as a training step, so it is done once: and
+        not at all when the last ``transform`` read the very same dict objects (the
+        prequential predict-then-learn), whose scan is reused. A caller must not change a
+        row's contents in place between the two calls."""
+        coords = self._recall(X) or self._scatter(X, grow=True)
+        self._fold(len(X), *coords[1:])
+        return len(X), coords
+
+    def dense(self, scan: tuple[int, tuple[np.ndarray, ...]]) -> np.ndarray:
+        """A scan (``update_scan``) as a dense ``(rows, dim)`` float32 matrix."""
+        return self._dense(scan[0], *scan[1])
+
+    def csr(self, scan: tuple[int, tuple[np.ndarray, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A scan (``update_scan``) as CSR coordinates (see ``transform_sparse``)."""
+        return self._csr(scan[0], *scan[1])
+
     def update_and_transform_sparse(
         self, X: Sequence[Mapping[str, Any]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``update_and_transform``, as CSR coordinates (see ``transform_sparse``)."""
         if not X:
             return np.zeros(1, dtype=np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-        coords = self._recall(X) or self._scatter(X, grow=True)
-        self._fold(len(X), *coords[1:])
-        return self._csr(len(X), *coords)
+        return self.csr(self.update_scan(X))
 
     def update_and_transform(self, X: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """Learn from ``X``, then return it transformed with the updated statistics.
-
-        Reading the dicts costs as much as a training step, so it is done once: and not at
-        all when the last ``transform`` read the very same dict objects (the prequential
-        predict-then-learn), whose scan is reused. A caller must not change a row's
-        contents in place between the two calls."""
+        """Learn from ``X``, then return it transformed with the updated statistics (see
+        ``update_scan``)."""
         if not X:
             return np.zeros((0, self.dim), dtype=np.float32)
-        coords = self._recall(X) or self._scatter(X, grow=True)
-        self._fold(len(X), *coords[1:])
-        return self._dense(len(X), *coords)
+        return self.dense(self.update_scan(X))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -276,6 +276,24 @@ def running_average(x, start, a, before):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def context_rows(z, start, a, out):  # pragma: no cover - compiled
+    """Each row of ``z`` (B, d) beside its deviation from the running average of the rows
+    before it (``running_average`` from ``start``): ``out[i, 2j] = z[i, j]`` and ``out[i,
+    2j + 1] = z[i, j] - average`` (in float64, rounded to float32 as numpy's mixed
+    subtraction and assignment round it). Returns the average after the last row."""
+    m, d = z.shape
+    s = start.copy()
+    b0 = 1.0 - a
+    for i in range(m):
+        for j in range(d):
+            x = np.float64(z[i, j])
+            out[i, 2 * j] = z[i, j]
+            out[i, 2 * j + 1] = np.float32(x - s[j])
+            s[j] = b0 * x + a * s[j]
+    return s
+
+
+@njit(cache=True, error_model="numpy")
 def fold_moments(c, v, count, mean, m2):  # pragma: no cover - compiled
     """Fold a batch's values ``v`` (float64) at columns ``c`` into the running per-column
     ``count``, ``mean`` and ``m2`` (float64, in place) by Chan et al.'s parallel combine:
@@ -591,6 +609,7 @@ def warm() -> None:
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
     for x in (np.zeros((1, 1), f32), np.zeros((1, 1))):
         running_average(x, np.zeros(1), 0.5, np.zeros((1, 1)))
+    context_rows(np.zeros((1, 1), f32), np.zeros(1), 0.5, np.zeros((1, 2), f32))
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):
         bank_votes(np.zeros((1, 1), f32), np.zeros((1, 1), f32), prod, np.zeros(1, f32), y, 1, near_d, near_y, np.zeros((1, 2)))

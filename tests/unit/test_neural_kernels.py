@@ -261,3 +261,18 @@ def test_the_compiled_fold_is_chans_combine_in_numpy_bit_for_bit() -> None:
     nk.fold_moments(c, v, *got)
     for g, e in zip(got, expected, strict=True):
         assert np.array_equal(g, e)
+
+
+def test_the_context_rows_are_the_numpy_average_and_deviation_bit_for_bit() -> None:
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(40, 5)).astype(np.float32) * 3
+    start, a = rng.normal(size=5), 0.5 ** (1.0 / 32)
+    before = np.empty(z.shape)
+    expected_last = nk.running_average(z, start, a, before)
+    expected = np.zeros((40, 16), np.float32)
+    expected[:, 0:10:2] = z
+    expected[:, 1:10:2] = z - before  # float64 deviation, rounded to float32 by the assignment
+    got = np.zeros((40, 16), np.float32)
+    last = nk.context_rows(z, start, a, got)
+    assert np.array_equal(got, expected)
+    assert np.array_equal(last, expected_last)
