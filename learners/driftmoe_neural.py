@@ -53,9 +53,16 @@ def use_one_thread() -> None:
     global _BLAS
     from threadpoolctl import threadpool_limits
 
+    _load_blas()
     torch.set_num_threads(1)
     threadpool_limits(limits=1, user_api="blas")
     _BLAS = False
+
+
+def _load_blas() -> None:
+    """Load scipy's BLAS, which the compiled steps call, beside numpy's: a thread limit
+    set before a library loads does not reach it."""
+    import scipy.linalg.cython_blas  # noqa: F401
 
 
 def _one_blas_thread() -> Any:
@@ -67,6 +74,7 @@ def _one_blas_thread() -> Any:
     if _BLAS is None:
         from threadpoolctl import ThreadpoolController
 
+        _load_blas()
         blas = ThreadpoolController().select(user_api="blas")
         _BLAS = blas if any(lib["num_threads"] > 1 for lib in blas.info()) else False
     return _BLAS.limit(limits=1) if _BLAS else contextlib.nullcontext()
@@ -1167,7 +1175,8 @@ class NeuralDriftMoE(Classifier):
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
         if self._fused:
-            self._dense_steps_np(xm, yi, bs)
+            with _one_blas_thread():
+                self._dense_steps_np(xm, yi, bs)
         elif self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):

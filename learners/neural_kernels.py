@@ -211,33 +211,20 @@ def adam(w, m, v, g, lr, step, beta1, beta2, eps):  # pragma: no cover - compile
 
 @njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
 def _first_layer(x, w1, b1, a):  # pragma: no cover - compiled
-    """``a = x @ w1 + b1`` row by row, skipping zero inputs (the padding past the known
-    dims, absent features): a GEMM with an inner size of a few costs more in its call."""
-    b, d = x.shape
-    for i in range(b):
+    """``a = x @ w1 + b1``: BLAS's product (called from compiled code, without the few
+    microseconds a call from Python costs, it is three times a loop's speed), then the
+    bias row by row."""
+    np.dot(x, w1, a)
+    for i in range(a.shape[0]):
         ai = a[i]
-        ai[:] = b1
-        for t in range(d):
-            xt = x[i, t]
-            if xt != 0.0:
-                wt = w1[t]
-                for f in range(ai.shape[0]):
-                    ai[f] += xt * wt[f]
+        for f in range(ai.shape[0]):
+            ai[f] += b1[f]
 
 
 @njit(cache=True, error_model="numpy", fastmath=_VECTOR_SUMS)
 def _first_layer_grad(x, da, gw1):  # pragma: no cover - compiled
-    """``gw1 = x.T @ da``, row by row, skipping zero inputs."""
-    gw1[:] = 0.0
-    b, d = x.shape
-    for i in range(b):
-        di = da[i]
-        for t in range(d):
-            xt = x[i, t]
-            if xt != 0.0:
-                gt = gw1[t]
-                for f in range(gt.shape[0]):
-                    gt[f] += xt * di[f]
+    """``gw1 = x.T @ da``, BLAS's product."""
+    np.dot(x.T, da, gw1)
 
 
 @njit(cache=True, error_model="numpy")
