@@ -276,3 +276,19 @@ def test_the_context_rows_are_the_numpy_average_and_deviation_bit_for_bit() -> N
     last = nk.context_rows(z, start, a, got)
     assert np.array_equal(got, expected)
     assert np.array_equal(last, expected_last)
+
+
+def test_adam_sets_moments_that_decay_below_the_normal_range_to_zero() -> None:
+    f32 = np.float32
+    tiny = np.finfo(f32).tiny
+    # a subnormal moment times 0.9 rounds back to itself: without the flush it never leaves
+    m = np.array([f32(3e-45), tiny * f32(1.05), f32(1e-30), f32(2e-3)], dtype=f32)
+    v = np.array([f32(3e-45), tiny * f32(1.0005), f32(1e-30), f32(4e-6)], dtype=f32)
+    w, g, lr = np.ones(4, f32), np.zeros(4, f32), np.full(4, 1e-3, f32)
+    expected_m, expected_v = m * f32(0.9), v * f32(0.999)
+    nk.adam(w, m, v, g, lr, np.zeros(1, f32), 0.9, 0.999, 1e-8)
+    assert expected_m[0] == f32(3e-45)  # stuck, as the flush's reason says
+    assert m[0] == 0.0 and v[0] == 0.0
+    assert m[1] == 0.0 and v[1] == 0.0  # 1.05 * tiny * 0.9 is subnormal
+    assert np.array_equal(m[2:], expected_m[2:]) and np.array_equal(v[2:], expected_v[2:])
+    assert w[0] == 1.0 and w[1] == 1.0
