@@ -261,8 +261,9 @@ class FeatureSpace:
         if not X or not _DICTS.issuperset(map(type, X)):
             return None
         keys = tuple(X[0])
-        # all rows' keys in a row equal to the first row's, repeated: as dicts hold no key
-        # twice, no row can be shorter or longer than the first, so each row's keys are its
+        # every row's keys, one row after another, against the first row's repeated: a dict
+        # holds no key twice, so no row can be shorter or longer than the first, and each
+        # row's keys are the first row's in its order
         if list(itertools.chain.from_iterable(X)) != list(keys) * len(X):
             return None
         vals = list(itertools.chain.from_iterable(map(dict.values, X)))

@@ -6,13 +6,14 @@ of a few thousand floats; one compiled pass over the rows does the same arithmet
 speed of the arithmetic. The passes work row by row, so a row's forward values never
 depend on the rows that came with it.
 
-The model's own arithmetic (``moe_grads``, ``moe_mix``, the first layer's products) lets
-LLVM reassociate sums and fuse multiply-adds (fastmath ``reassoc``/``contract``) so that
-it runs as vector code: the results are the same on every run of one machine, but a CPU
-with other vector widths or without FMA may round them differently, as OpenBLAS's kernels
-already do. The other passes do not: Adam is numpy's float32 passes operation for
-operation, the running averages scipy's ``lfilter``, and the votes make each distance the
-same way whatever else is in the call.
+The model's own arithmetic (``moe_grads``, ``moe_mix``) lets LLVM reassociate sums and
+fuse multiply-adds (fastmath ``reassoc``/``contract``) so that it runs as vector code, and
+the dense steps' first layer is BLAS's product (scipy's, which numba binds): the results
+are the same on every run of one machine, but a CPU with other vector widths or without
+FMA may round them differently, as OpenBLAS's kernels do. The other passes do not: Adam is
+numpy's float32 passes operation for operation (but for setting subnormal moments to 0),
+the running averages and the moments' fold numpy's and scipy's float64 ones, and the votes
+make each distance the same way whatever else is in the call.
 """
 
 from __future__ import annotations
