@@ -1175,8 +1175,9 @@ class NeuralDriftMoE(Classifier):
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
         if self._fused:
-            with _one_blas_thread():
-                self._dense_steps_np(xm, yi, bs)
+            # no scoped limit (it costs 0.2 ms a block where BLAS has threads): OpenBLAS runs
+            # products this small on one thread by itself, and a worker limits it process-wide
+            self._dense_steps_np(xm, yi, bs)
         elif self._numpy:
             with _one_blas_thread():
                 for i in range(0, xm.shape[0], bs):
