@@ -1175,8 +1175,9 @@ class NeuralDriftMoE(Classifier):
         xm = self._matrix(z, advance=True)
         bs = self._step_rows(self.batch_size)
         if self._fused:
-            # no scoped limit (it costs 0.2 ms a block where BLAS has threads): OpenBLAS runs
-            # products this small on one thread by itself, and a worker limits it process-wide
+            # no scoped BLAS limit: where BLAS has threads it costs 0.2 ms a block, more than
+            # the step's products; a worker limits BLAS to one thread process-wide, and a
+            # process that leaves BLAS its threads lets OpenBLAS choose, as for numpy's
             self._dense_steps_np(xm, yi, bs)
         elif self._numpy:
             with _one_blas_thread():
