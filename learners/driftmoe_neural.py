@@ -94,10 +94,6 @@ def _kernels() -> Any:
     return _KERNELS
 
 
-def _sparse_adam_kernel() -> Any:
-    return _kernels().sparse_adam
-
-
 class _Parts(NamedTuple):
     """A prediction's parts: the experts' mixture and the neighbour vote (B, classes), the
     rows as the neighbour memory reads them (padded to a multiple of 16) and each row's
@@ -235,8 +231,9 @@ class NeuralDriftMoE(Classifier):
         runs on numpy arrays sharing memory with the torch tensors, through compiled passes
         (:mod:`learners.neural_kernels`: a block's steps, the prediction's mix, the
         neighbour votes) where a sequence of numpy calls would cost more in calls than in
-        arithmetic. BLAS runs on one thread inside these calls: more only slow such small
-        products down.
+        arithmetic. BLAS should run on one thread (more only slow such small products
+        down): a worker sets that for the whole process (``use_one_thread``), and the numpy
+        passes limit it around their own products.
     engine
         ``"auto"``: numpy on the CPU, torch on CUDA. ``"torch"`` runs the torch step (the one
         CUDA runs and a CUDA graph captures) on any device, so that path is exercised and
@@ -952,7 +949,7 @@ class NeuralDriftMoE(Classifier):
         w1, lo = st["p"]["w1"], self._p["w1"].numel()
         bc1, bc2 = self._adam_np(lo)
         f32 = np.float32
-        _sparse_adam_kernel()(
+        _kernels().sparse_adam(
             w1, st["mw1"], st["vw1"], idx, vals, row_of, da, st["lr"][: w1.shape[1]] * f32(1.0 / bc1),
             f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS),
         )  # fmt: skip

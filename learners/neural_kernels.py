@@ -427,6 +427,7 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
     every entry is inserted as before."""
     rows = n // _GROUPS
     m = 0
+    bounded = False
     if rows >= 4 and 2 * k <= _GROUPS:
         for g in range(_GROUPS):
             gmin[g] = dist[g]
@@ -445,7 +446,8 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
         for g in range(_GROUPS):
             sel[ng] = g
             ng += gmin[g] <= u
-        if 2 * ng <= _GROUPS:
+        bounded = 2 * ng <= _GROUPS
+        if bounded:
             for r in range(rows):
                 base = r * _GROUPS
                 for t in range(ng):
@@ -459,9 +461,7 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
                 cand_v[m] = v
                 cand_j[m] = j
                 m += v <= u
-        else:
-            rows = 0
-    if rows < 4 or 2 * k > _GROUPS:
+    if not bounded:
         for j in range(n):
             cand_v[j] = dist[j]
             cand_j[j] = j
@@ -612,8 +612,7 @@ def warm() -> None:
     sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
-    for x in (np.zeros((1, 1), f32), np.zeros((1, 1))):
-        running_average(x, np.zeros(1), 0.5, np.zeros((1, 1)))
+    running_average(np.zeros((1, 1)), np.zeros(1), 0.5, np.zeros((1, 1)))
     context_rows(np.zeros((1, 1), f32), np.zeros(1), 0.5, np.zeros((1, 2), f32))
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)
     for prod in (np.zeros((0, 1), f32), np.zeros((1, 1), f32)):

@@ -379,7 +379,8 @@ print(json.dumps({"threads": torch.get_num_threads(), "scoped": type(_one_blas_t
 
 
 def test_the_compiled_sparse_adam_step_is_numpys_passes_bit_for_bit() -> None:
-    from learners.driftmoe_neural import _BETA1, _BETA2, _EPS, _sparse_adam_kernel
+    from learners import neural_kernels
+    from learners.driftmoe_neural import _BETA1, _BETA2, _EPS
 
     rng = np.random.default_rng(0)
     f32 = np.float32
@@ -404,7 +405,7 @@ def test_the_compiled_sparse_adam_step_is_numpys_passes_bit_for_bit() -> None:
     expected_w = w.copy()
     expected_w[rows] -= (m * (lr * f32(1.0 / bc1))) / (np.sqrt(v * f32(1.0 / bc2)) + f32(_EPS))
     mw0, vw0 = mw.copy(), vw.copy()
-    _sparse_adam_kernel()(
+    neural_kernels.sparse_adam(
         w, mw, vw, idx, vals, row_of, da, lr * f32(1.0 / bc1),
         f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS),
     )  # fmt: skip
