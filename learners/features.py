@@ -99,6 +99,8 @@ class FeatureSpace:
         # on demand, never in the state
         self._over_cache: dict[str, int] = {}
         self._bucket_cache: dict[tuple[str, str], int] = {}
+        # the compiled lookup's tables once the width is full (``_build_words``); a cache
+        self._words: tuple[np.ndarray, ...] | None = None
         self._names: list[str] = []
         self._kinds: list[int] = []
         self._keys: list[Any] = []
@@ -176,6 +178,8 @@ class FeatureSpace:
                 return -1
             col = self._add_column(f"overflow_{b}", _OVER, b)
             self._over_index[b] = col
+            if self._words is not None:
+                self._words[4][b] = col
         return col
 
     def _numeric_column(self, name: str, grow: bool, row: int) -> int:
@@ -248,6 +252,7 @@ class FeatureSpace:
             else:
                 del self._hash_index[key]
         self._over_cache = {}
+        self._words = None
         del self._names[dim:], self._kinds[dim:], self._keys[dim:]
         self._count[dim:] = 0.0
         self._mean[dim:] = 0.0
@@ -285,13 +290,20 @@ class FeatureSpace:
         keys = list(itertools.chain.from_iterable(X))
         lens = np.fromiter(map(len, X), np.int64, len(X))
         rows = np.repeat(np.arange(len(X), dtype=np.int64), lens)
-        # one lookup per item: named columns and the overflow columns of names past the width
-        lookup = self._over_cache if self._over_cache else self._num_index
-        get = lookup.get
-        cols = np.fromiter(map(get, keys, itertools.repeat(-1)), np.int64, len(keys))
-        misses = np.flatnonzero(cols < 0).tolist()
-        if misses:
-            self._resolve_misses(keys, rows, cols, misses, grow)
+        cols = self._word_columns(keys) if self._full() else None
+        if cols is not None:
+            if grow:
+                # buckets without a column yet, in item order, as the general path adds them
+                for p in np.flatnonzero(cols < 0).tolist():
+                    cols[p] = self._numeric_column(keys[p], True, int(rows[p]))
+        else:
+            # one lookup per item: named columns and the overflow columns of names past the width
+            lookup = self._over_cache if self._over_cache else self._num_index
+            get = lookup.get
+            cols = np.fromiter(map(get, keys, itertools.repeat(-1)), np.int64, len(keys))
+            misses = np.flatnonzero(cols < 0).tolist()
+            if misses:
+                self._resolve_misses(keys, rows, cols, misses, grow)
         vals = np.array(vals_l, dtype=np.float64)
         bad = ~np.isfinite(vals)
         if bad.any():
@@ -301,6 +313,41 @@ class FeatureSpace:
         if not keep.all():
             return rows[keep], cols[keep], vals[keep]
         return rows, cols, vals
+
+    def _word_columns(self, keys: list[Any]) -> np.ndarray | None:
+        """The columns of plain ASCII names once the width is full (-1: an overflow bucket
+        with no column yet), by one compiled pass over their bytes; None for other names,
+        which take the dict lookups."""
+        from learners.neural_kernels import CRC_TABLE, word_columns
+
+        try:
+            text = "\0".join(keys)
+        except TypeError:  # a name that is not a str: the general path says which
+            return None
+        if not text.isascii() or text.count("\0") != len(keys) - 1:
+            return None
+        words = self._words if self._words is not None else self._build_words()
+        out = np.empty(len(keys), dtype=np.int64)
+        word_columns(np.frombuffer(text.encode("ascii"), dtype=np.uint8), *words, CRC_TABLE, out)
+        return out
+
+    def _build_words(self) -> tuple[np.ndarray, ...]:
+        """``word_columns``' tables: the named numeric features' names (UTF-8 bytes, their
+        ends, their columns, the probing slots) and each overflow bucket's column. Kept while
+        the width is full, when no name is added: a new overflow column is written in."""
+        from learners.neural_kernels import word_slots
+
+        enc = [k.encode("utf-8", "surrogatepass") for k in self._num_index]
+        names = np.frombuffer(b"".join(enc), dtype=np.uint8)
+        ends = np.cumsum(np.fromiter(map(len, enc), np.int64, len(enc)))
+        cols = np.fromiter(self._num_index.values(), np.int64, len(enc))
+        slots = np.full(1 << (2 * len(enc) + 1).bit_length(), -1, dtype=np.int64)
+        word_slots(names, ends, slots)
+        over = np.full(self._buckets, -1, dtype=np.int64)
+        for b, col in self._over_index.items():
+            over[b] = col
+        self._words = (names, ends, cols, slots, over)
+        return self._words
 
     def _resolve_misses(
         self, keys: list[Any], rows: np.ndarray, cols: np.ndarray, misses: list[int], grow: bool

@@ -327,6 +327,81 @@ def fold_moments(c, v, count, mean, m2):  # pragma: no cover - compiled
             count[j] = n
 
 
+def _crc_table() -> np.ndarray:
+    t = np.zeros(256, dtype=np.int64)
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (0xEDB88320 ^ (c >> 1)) if c & 1 else c >> 1
+        t[n] = c
+    return t
+
+
+#: zlib's crc32 table (reflected polynomial 0xEDB88320), for ``word_columns``
+CRC_TABLE = _crc_table()
+
+
+@njit(cache=True, inline="always")
+def _fnv(blob, start, end):  # pragma: no cover - compiled
+    h = np.uint64(0xCBF29CE484222325)
+    for p in range(start, end):
+        h = (h ^ np.uint64(blob[p])) * np.uint64(0x100000001B3)
+    return h
+
+
+@njit(cache=True)
+def word_slots(names, name_ends, slots):  # pragma: no cover - compiled
+    """Fill ``slots`` (int64, a power of two long, -1 when empty) with the open-addressing
+    table of the names ``names[name_ends[j-1]:name_ends[j]]`` (UTF-8 bytes) that
+    ``word_columns`` probes: FNV-1a of a name's bytes, then linear probing."""
+    mask = np.uint64(slots.shape[0] - 1)
+    start = 0
+    for j in range(name_ends.shape[0]):
+        s = np.int64(_fnv(names, start, name_ends[j]) & mask)
+        while slots[s] >= 0:
+            s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+        slots[s] = j
+        start = name_ends[j]
+
+
+@njit(cache=True)
+def word_columns(blob, names, name_ends, name_cols, slots, over_cols, crc_table, out):  # pragma: no cover
+    """The column of each name in ``blob``, the names' bytes joined by zero bytes (none
+    holds one), once a feature space's width is full: its own column when it is one of the
+    named ones (``word_slots``' table, bytes compared), else its overflow bucket's,
+    ``over_cols[crc32(name) % len(over_cols)]`` (-1: that bucket has no column yet).
+    zlib's crc32, so the buckets are those ``FeatureSpace._bucket`` computes, in one pass
+    over the bytes instead of a dict lookup, a string hash and a cache per name."""
+    mask = np.uint64(slots.shape[0] - 1)
+    buckets = over_cols.shape[0]
+    start = 0
+    for i in range(out.shape[0]):
+        end = start
+        while end < blob.shape[0] and blob[end] != 0:
+            end += 1
+        n = end - start
+        col = -1
+        s = np.int64(_fnv(blob, start, end) & mask)
+        while slots[s] >= 0:
+            j = slots[s]
+            a = 0 if j == 0 else name_ends[j - 1]
+            if name_ends[j] - a == n:
+                t = 0
+                while t < n and names[a + t] == blob[start + t]:
+                    t += 1
+                if t == n:
+                    col = name_cols[j]
+                    break
+            s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+        if col < 0:
+            c = np.int64(0xFFFFFFFF)
+            for p in range(start, end):
+                c = crc_table[(c ^ np.int64(blob[p])) & 0xFF] ^ (c >> 8)
+            col = over_cols[(c ^ 0xFFFFFFFF) % buckets]
+        out[i] = col
+        start = end + 1
+
+
 @njit(cache=True, error_model="numpy")
 def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
     """The sparse first layer's step: for each input row the step's entries touch, its
@@ -612,6 +687,9 @@ def warm() -> None:
     sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
+    blob = np.zeros(1, dtype=np.uint8)
+    word_slots(blob, np.ones(1, dtype=np.int64), np.full(2, -1, dtype=np.int64))
+    word_columns(blob, blob, idx, idx, np.full(2, -1, dtype=np.int64), idx, CRC_TABLE, idx.copy())
     running_average(np.zeros((1, 1)), np.zeros(1), 0.5, np.zeros((1, 1)))
     context_rows(np.zeros((1, 1), f32), np.zeros(1), 0.5, np.zeros((1, 2), f32))
     near_d, near_y = np.zeros((1, 1), f32), np.zeros((1, 1), dtype=np.int64)

@@ -219,3 +219,46 @@ def test_transform_sparse_matches_the_dense_transform() -> None:
     np.add.at(dense, (rows, cols), vals)
     np.testing.assert_allclose(dense, fs.transform(batch), rtol=1e-6, atol=1e-7)
     assert indptr[-1] == cols.size and (indptr[-2] == indptr[-1])  # the empty row
+
+
+def test_names_past_the_width_find_the_columns_the_item_by_item_scan_finds() -> None:
+    rng = np.random.default_rng(2)
+    fast, slow = FeatureSpace(width=64, hash_buckets=50), FeatureSpace(width=64, hash_buckets=50)
+    # names the compiled pass leaves to the dict lookups: non-ASCII, a zero byte, a non-str
+    odd = [{"wé": 1.0}, {"w\0x": 1.0}, {"Ünï": 2.0, "w7": 1.0}]
+    for b in range(8):
+        rows = [{f"w{w}": 1 for w in rng.integers(0, 3000, 20).tolist()} for _ in range(64)]
+        rows[5][""] = 3.0
+        if b % 3 == 2:
+            rows[9:12] = odd
+        fast.update(rows)
+        # a numpy scalar in every row sends the whole batch item by item, through the dicts
+        slow.update([{k: np.float64(v) if j == 0 else v for j, (k, v) in enumerate(r.items())} for r in rows])
+        if b == 1:
+            assert fast._words is not None  # the width is full: the compiled pass read this batch
+    assert fast.columns == slow.columns and fast.dim == 64 + 50
+    np.testing.assert_array_equal(fast.mean, slow.mean)
+    # unseen names past the width land in their buckets; nothing grows on a transform
+    probe = [{f"w{w}": 1 for w in rng.integers(0, 10**6, 30).tolist()} for _ in range(32)]
+    for a, b in zip(fast.transform_sparse(probe), slow.transform_sparse([{**r} for r in probe]), strict=True):
+        np.testing.assert_array_equal(a, b)
+    restored = FeatureSpace(width=64, hash_buckets=50)
+    restored.load_state_dict(fast.state_dict())
+    np.testing.assert_array_equal(restored.transform(probe), fast.transform(probe))
+    assert restored._words is not None
+
+
+def test_word_columns_hash_as_zlib_crc32() -> None:
+    import zlib
+
+    from learners.neural_kernels import CRC_TABLE, word_columns
+
+    rng = np.random.default_rng(0)
+    names = ["", "a", "w123", "x" * 300]
+    names += ["".join(chr(c) for c in rng.integers(1, 128, rng.integers(1, 40))) for _ in range(200)]
+    blob = np.frombuffer("\0".join(names).encode("ascii"), dtype=np.uint8)
+    buckets = 977
+    out = np.empty(len(names), dtype=np.int64)
+    no_names = np.zeros(0, dtype=np.int64)
+    word_columns(blob, blob[:0], no_names, no_names, np.full(2, -1, dtype=np.int64), np.arange(buckets), CRC_TABLE, out)
+    assert out.tolist() == [zlib.crc32(n.encode()) % buckets for n in names]
