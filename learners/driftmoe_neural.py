@@ -42,6 +42,10 @@ _ROW_TILE = 16
 #: rows up to this wide measure their distances to the neighbour memory in the compiled
 #: pass; wider ones through a GEMM
 _NARROW = 16
+#: on sparse rows the neighbour vote is consulted while its weight in either mixture is at
+#: least this, and on every ``_VOTE_PROBE``-th block whatever its weight (see ``_vote_on``)
+_VOTE_FLOOR = 0.1
+_VOTE_PROBE = 8
 _NO_ROWS = np.zeros((0, 0), dtype=np.float32)
 
 
@@ -1342,7 +1346,10 @@ class NeuralDriftMoE(Classifier):
                 for p in comps
             ]
         )
-        self._cmix_loss = _MIX_DECAY * self._cmix_loss + (1.0 - _MIX_DECAY) * loss
+        mixed = _MIX_DECAY * self._cmix_loss + (1.0 - _MIX_DECAY) * loss
+        if self.neighbours and parts is not None and parts.query is None:
+            mixed[1] = self._cmix_loss[1]  # a vote not consulted in this block keeps its score
+        self._cmix_loss = mixed
 
     def _probs(self, X: Sequence[Features]) -> _Parts:
         """The experts' mixture and the neighbour vote for ``X`` (each (B, n_classes)), and
@@ -1362,6 +1369,20 @@ class NeuralDriftMoE(Classifier):
         nb = self._neighbour_parts(z, c)
         return _Parts(pm, None if nb.neighbours is None else nb.neighbours[:m], nb.query, nb.bank_near)
 
+    def _vote_on(self) -> bool:
+        """Whether this block consults the neighbour vote. Always on dense rows. On sparse rows
+        (hashed words) the vote costs most (each present word against every remembered row:
+        a fifth of a block) and often earns little (on the ``text`` stream a weight of 0.08,
+        the mixture a tenth of a point less accurate with it than without), so there it runs
+        while its weight in the plain or the label-aware mixture is at least ``_VOTE_FLOOR``,
+        and on every ``_VOTE_PROBE``-th block to score it again. Decided by the model's state
+        alone (its weights, the blocks learned), never by a call's rows."""
+        if not self._sparse() or (self._n_seen // self.block) % _VOTE_PROBE == 0:
+            return True
+        plain = self._mix_weights()[1]
+        label_aware = self._causal_weights([True, True, True])[1] if self.causal else 0.0
+        return bool(max(plain, label_aware) >= _VOTE_FLOOR)
+
     def _probs_sparse(self, X: Sequence[Features]) -> _Parts:
         indptr, cols, vals = self._features.transform_sparse(X)
         c, m = len(self._labels), len(X)
@@ -1379,6 +1400,8 @@ class NeuralDriftMoE(Classifier):
                 st = tuple(torch.from_numpy(t).to(self._dev) for t in step)
                 _, _, probs, g = self._forward_t(None, self._gather_t(st))
                 pm = self._combine_t(probs, g)[:m, :c].to("cpu").numpy()
+        if not self.neighbours or not self._vote_on():
+            return _Parts(pm, None, None, None, gathered)
         q = self._project((indptr, cols, vals))
         q = np.concatenate([q, np.zeros((rows - m, q.shape[1]), dtype=q.dtype)])
         nb = self._neighbour_parts(q, c)

@@ -293,6 +293,42 @@ def test_sparse_words_learn_with_bounded_memory() -> None:
     assert model._sparse()
 
 
+def _vote_blocks(model: NeuralDriftMoE, events: list) -> list[bool]:
+    """Prequential label-aware run; whether each block (from the second) consulted the
+    neighbour vote, checking that a block that did not left the vote's score as it was."""
+    on = []
+    for i in range(0, len(events), 256):
+        X, y = [x for x, _ in events[i : i + 256]], [t for _, t in events[i : i + 256]]
+        score = model._cmix_loss[1]
+        if model._p:
+            on.append(model._vote_on())
+        model.predict_many_causal(X, y)
+        model.learn_many(X, y)
+        if on and not on[-1]:
+            assert model._cmix_loss[1] == score
+    return on
+
+
+def test_a_weak_neighbour_vote_on_sparse_rows_rests_and_is_probed_again() -> None:
+    from learners.driftmoe_neural import _VOTE_PROBE
+    from stream.synth import runs_stream, text_stream
+
+    # hashed bags of words: the vote earns a weight under the floor and rests, but for probes
+    on = _vote_blocks(NeuralDriftMoE(device="cpu", seed=1), list(text_stream(12_288, seed=2)))
+    probes = set(range(_VOTE_PROBE, len(on) + 1, _VOTE_PROBE))
+    assert all(on[b - 1] for b in probes)
+    # on from the start (equal scores), resting once its weight has fallen: the last 16 blocks
+    assert on[:16] == [True] * 16 and [on[b - 1] for b in range(len(on) - 15, len(on) + 1) if b not in probes] == [False] * 14
+    # classes in runs, with a few words that make the rows sparse: there the vote earns its place
+    rng = np.random.default_rng(0)
+    runs = [({**x, **{f"w{w}": 1 for w in rng.integers(0, 5000, 10).tolist()}}, y) for x, y in runs_stream(4_096, 1)]
+    model = NeuralDriftMoE(device="cpu", seed=1)
+    on = _vote_blocks(model, runs)
+    assert model._sparse() and all(on), on
+    # dense rows always consult it
+    assert all(_vote_blocks(NeuralDriftMoE(device="cpu", seed=1), _trend_stream(4_096, 3)))
+
+
 def test_router_sigmoid_is_exact_at_both_ends_without_warnings() -> None:
     from learners.driftmoe_neural import _sigmoid
 
