@@ -583,6 +583,13 @@ class FeatureSpace:
     def _csr(
         self, n: int, r: np.ndarray, c: np.ndarray, v: np.ndarray, is_num: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if is_num.all():  # numbers only, rows in order (the usual): one compiled pass
+            from learners.neural_kernels import csr_values
+
+            shift, scale = self._shift_scale()
+            indptr, z = np.empty(n + 1, dtype=np.int64), np.empty(c.shape[0], dtype=np.float32)
+            if csr_values(r, c, v, shift, scale, CLIP_SD if self.standardize else 0.0, indptr, z):
+                return indptr, c, z
         z = self._values(c, v, is_num).astype(np.float32)
         if r.size > 1 and (r[1:] < r[:-1]).any():
             order = np.argsort(r, kind="stable")

@@ -327,6 +327,27 @@ def fold_moments(c, v, count, mean, m2):  # pragma: no cover - compiled
             count[j] = n
 
 
+@njit(cache=True, error_model="numpy")
+def csr_values(r, c, v, shift, scale, clip, indptr, z):  # pragma: no cover - compiled
+    """Standardised sparse coordinates as CSR: ``z = float32(min(max((v - shift[c]) *
+    scale[c], -clip), clip))`` (no clipping when ``clip`` is 0), the float64 operations
+    and the rounding of numpy's passes, and ``indptr`` from the rows ``r``. Returns False,
+    writing nothing of use, when the rows are not in order (the caller sorts them then)."""
+    indptr[:] = 0
+    for i in range(r.shape[0]):
+        if i and r[i] < r[i - 1]:
+            return False
+        indptr[r[i] + 1] += 1
+    for i in range(1, indptr.shape[0]):
+        indptr[i] += indptr[i - 1]
+    for i in range(c.shape[0]):
+        x = (v[i] - shift[c[i]]) * scale[c[i]]
+        if clip > 0.0:
+            x = min(max(x, -clip), clip)
+        z[i] = np.float32(x)
+    return True
+
+
 def _crc_table() -> np.ndarray:
     t = np.zeros(256, dtype=np.int64)
     for n in range(256):
@@ -687,6 +708,7 @@ def warm() -> None:
     sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
+    csr_values(idx, idx, np.zeros(1), np.zeros(1), np.ones(1), 1.0, np.zeros(2, dtype=np.int64), np.zeros(1, f32))
     blob = np.zeros(1, dtype=np.uint8)
     word_slots(blob, np.ones(1, dtype=np.int64), np.full(2, -1, dtype=np.int64))
     word_columns(blob, blob, idx, idx, np.full(2, -1, dtype=np.int64), idx, CRC_TABLE, idx.copy())

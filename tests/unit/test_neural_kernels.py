@@ -292,3 +292,23 @@ def test_adam_sets_moments_that_decay_below_the_normal_range_to_zero() -> None:
     assert m[1] == 0.0 and v[1] == 0.0  # 1.05 * tiny * 0.9 is subnormal
     assert np.array_equal(m[2:], expected_m[2:]) and np.array_equal(v[2:], expected_v[2:])
     assert w[0] == 1.0 and w[1] == 1.0
+
+
+def test_csr_values_are_numpys_standardising_passes_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    n, d = 40, 300
+    r = np.sort(rng.integers(0, n, 900))
+    c = rng.integers(0, d, 900)
+    v = rng.normal(0, 50, 900) * (rng.random(900) < 0.5) + 1.0
+    shift, scale = rng.normal(size=d), rng.uniform(0.01, 3.0, d)
+    for clip in (10.0, 0.0):
+        indptr, z = np.empty(n + 1, dtype=np.int64), np.empty(900, dtype=np.float32)
+        assert nk.csr_values(r, c, v, shift, scale, clip, indptr, z)
+        ref = (v - shift[c]) * scale[c]
+        if clip:
+            np.minimum(np.maximum(ref, -clip, out=ref), clip, out=ref)
+            assert (np.abs(ref) == clip).any()  # some values were clipped
+        assert z.tobytes() == ref.astype(np.float32).tobytes()
+        assert indptr.tolist() == [0, *np.cumsum(np.bincount(r, minlength=n)).tolist()]
+    # rows out of order: refused, the caller sorts them
+    assert not nk.csr_values(r[::-1].copy(), c, v, shift, scale, 10.0, indptr, z)
