@@ -932,15 +932,9 @@ class NeuralDriftMoE(Classifier):
 
     def _gather_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
         offsets, idx, vals = sparse
-        with torch.no_grad():
-            a = torch.nn.functional.embedding_bag(
-                torch.from_numpy(idx),
-                self._p["w1"],
-                torch.from_numpy(offsets),
-                mode="sum",
-                per_sample_weights=torch.from_numpy(vals),
-            ).numpy()
-        a += self._np["p"]["b1"]
+        p = self._np["p"]
+        a = np.empty((offsets.shape[0], p["w1"].shape[1]), dtype=np.float32)
+        _kernels().gather_rows(offsets, idx, vals, p["w1"], p["b1"], a)
         return a
 
     def _sparse_adam_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], da: np.ndarray) -> None:

@@ -328,6 +328,26 @@ def fold_moments(c, v, count, mean, m2):  # pragma: no cover - compiled
 
 
 @njit(cache=True, error_model="numpy")
+def gather_rows(offsets, idx, vals, w, b, out):  # pragma: no cover - compiled
+    """The sparse first layer: row ``i`` of ``out`` is ``sum(vals[e] * w[idx[e]])`` over its
+    entries ``offsets[i]:offsets[i + 1]`` (the last row's run to the end), in entry order,
+    plus ``b``: the bags ``torch.nn.functional.embedding_bag`` sums with per-entry weights,
+    without its dispatch (and its threads)."""
+    n, rows, f = idx.shape[0], offsets.shape[0], w.shape[1]
+    for i in range(rows):
+        hi = offsets[i + 1] if i + 1 < rows else n
+        o = out[i]
+        o[:] = 0.0
+        for e in range(offsets[i], hi):
+            v = vals[e]
+            src = w[idx[e]]
+            for j in range(f):
+                o[j] += v * src[j]
+        for j in range(f):
+            o[j] += b[j]
+
+
+@njit(cache=True, error_model="numpy")
 def csr_values(r, c, v, shift, scale, clip, indptr, z):  # pragma: no cover - compiled
     """Standardised sparse coordinates as CSR: ``z = float32(min(max((v - shift[c]) *
     scale[c], -clip), clip))`` (no clipping when ``clip`` is 0), the float64 operations
@@ -708,6 +728,7 @@ def warm() -> None:
     sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
+    gather_rows(idx, idx, np.zeros(1, f32), w1, b1, np.zeros((1, w1.shape[1]), f32))
     csr_values(idx, idx, np.zeros(1), np.zeros(1), np.ones(1), 1.0, np.zeros(2, dtype=np.int64), np.zeros(1, f32))
     blob = np.zeros(1, dtype=np.uint8)
     word_slots(blob, np.ones(1, dtype=np.int64), np.full(2, -1, dtype=np.int64))
