@@ -616,7 +616,6 @@ class NeuralDriftMoE(Classifier):
             "flat": self._flat.numpy(),
             "m": self._mflat.numpy(),
             "v": self._vflat.numpy(),
-            "mw1": self._m["w1"].numpy(),
             "vw1": self._v["w1"].numpy(),
             "gflat": self._gflat.numpy(),
             "lr": self._lr.numpy(),
@@ -710,11 +709,17 @@ class NeuralDriftMoE(Classifier):
         )
         return a.add_(self._p["b1"])
 
-    def _sparse_adam_t(
+    def _sparse_step_t(
         self, sparse: tuple[torch.Tensor, torch.Tensor, torch.Tensor], da: torch.Tensor
     ) -> None:
-        """Scatter-add the first layer's gradient onto the input rows present, Adam on those
-        rows only (lazy Adam, as torch's SparseAdam), dense Adam on everything else."""
+        """Scatter-add the first layer's gradient onto the input rows present and take a lazy
+        RMSprop step on those rows only; dense Adam on everything else.
+
+        A row's second moment starts at its first gradient squared, so a word's first step is
+        ``lr`` whenever it first comes: Adam's bias correction counts the model's steps, not
+        the row's, and would make a late word's first steps ``1/sqrt(1 - beta2)`` (32) times
+        too large. No momentum: a row's would move only when its word comes back, and keeping
+        none is a moment less to read and write per row."""
         offsets, idx, vals = sparse
         counts = torch.diff(offsets, append=offsets.new_tensor([idx.shape[0]]))
         row_of = torch.repeat_interleave(torch.arange(da.shape[0], device=da.device), counts)
@@ -723,14 +728,11 @@ class NeuralDriftMoE(Classifier):
         gu.index_add_(0, inv, da[row_of] * vals.unsqueeze(1))
         lo = self._p["w1"].numel()
         self._adam_t(lo)
-        bc1 = 1.0 - torch.pow(_BETA1, self._step)
-        bc2 = 1.0 - torch.pow(_BETA2, self._step)
-        m = self._m["w1"][u].mul_(_BETA1).add_(gu, alpha=1.0 - _BETA1)
-        v = self._v["w1"][u].mul_(_BETA2).addcmul_(gu, gu, value=1.0 - _BETA2)
-        self._m["w1"][u] = m
+        v0 = self._v["w1"][u]
+        v = torch.where(v0 == 0.0, gu * gu, v0 * _BETA2 + (gu * gu) * (1.0 - _BETA2))
         self._v["w1"][u] = v
         lr_row = self._lr[:lo].view_as(self._p["w1"])[0]
-        self._p["w1"][u] -= m * lr_row / bc1 / ((v / bc2).sqrt_().add_(_EPS))
+        self._p["w1"][u] -= gu * lr_row / (v.sqrt() + _EPS)
 
     def _train_step_t(
         self,
@@ -782,7 +784,7 @@ class NeuralDriftMoE(Classifier):
             torch.mm(x.T, da, out=gr["w1"])
             self._adam_t()
         else:
-            self._sparse_adam_t(sparse, da)
+            self._sparse_step_t(sparse, da)
         acc = (correct * rows.unsqueeze(0)).sum(dim=1) / n
         self._acc.mul_(1.0 - _ACC_DECAY).add_(acc, alpha=_ACC_DECAY)
 
@@ -867,7 +869,7 @@ class NeuralDriftMoE(Classifier):
                 a0, y, p["w2"], p["b2"], st["cb"], p["r2"], p["rb2"],
                 gr["w2"], gr["b2"], gr["r2"], gr["rb2"], gr["b1"], da, st["acc"], _ACC_DECAY,
             )  # fmt: skip
-            self._sparse_adam_np(sparse, da)
+            self._sparse_step_np(sparse, da)
             return
         a, h, probs, g = self._forward_np(x, a0)
         ar = np.arange(b)
@@ -906,7 +908,7 @@ class NeuralDriftMoE(Classifier):
             np.matmul(x.T, da, out=gr["w1"])
             self._adam_np(0)
         else:
-            self._sparse_adam_np(sparse, da)
+            self._sparse_step_np(sparse, da)
         acc = st["acc"]
         acc *= np.float32(1.0 - _ACC_DECAY)
         acc += np.float32(_ACC_DECAY) * correct.mean(axis=1)
@@ -937,20 +939,19 @@ class NeuralDriftMoE(Classifier):
         _kernels().gather_rows(offsets, idx, vals, p["w1"], p["b1"], a)
         return a
 
-    def _sparse_adam_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], da: np.ndarray) -> None:
-        """``_sparse_adam_t`` in numpy and one compiled pass: the gradient of each input row
-        present, summed over its entries in batch order, then lazy Adam on those rows."""
+    def _sparse_step_np(self, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], da: np.ndarray) -> None:
+        """``_sparse_step_t`` in numpy and one compiled pass: the gradient of each input row
+        present, summed over its entries in batch order, then lazy RMSprop on those rows."""
         st = self._np
         offsets, idx, vals = sparse
         b = da.shape[0]
         row_of = np.repeat(np.arange(b), np.diff(np.append(offsets, idx.shape[0])))
         w1, lo = st["p"]["w1"], self._p["w1"].numel()
-        bc1, bc2 = self._adam_np(lo)
+        self._adam_np(lo)
         f32 = np.float32
-        _kernels().sparse_adam(
-            w1, st["mw1"], st["vw1"], idx, vals, row_of, da, st["lr"][: w1.shape[1]] * f32(1.0 / bc1),
-            f32(_BETA1), f32(_BETA2), f32(1.0 - _BETA1), f32(1.0 - _BETA2), f32(1.0 / bc2), f32(_EPS),
-        )  # fmt: skip
+        _kernels().sparse_rmsprop(
+            w1, st["vw1"], idx, vals, row_of, da, st["lr"][: w1.shape[1]], f32(_BETA2), f32(1.0 - _BETA2), f32(_EPS)
+        )
 
     # ------------------------------------------------------------------ CUDA graph
     def _graph_step(self, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -444,20 +444,22 @@ def word_columns(blob, names, name_ends, name_cols, slots, over_cols, crc_table,
 
 
 @njit(cache=True, error_model="numpy")
-def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv_bc2, eps):  # pragma: no cover
+def sparse_rmsprop(w, vw, idx, vals, row_of, da, lr, b2, c2, eps):  # pragma: no cover
     """The sparse first layer's step: for each input row the step's entries touch, its
-    gradient summed over those entries in batch order, then lazy Adam on that row.
+    gradient summed over those entries in batch order, then a lazy RMSprop step on that row
+    whose second moment starts at the row's first gradient squared (see
+    ``NeuralDriftMoE._sparse_step_t`` for why).
 
-    The gradient is ``g += value * da[batch row]`` entry by entry, and Adam the same float32
-    operations in the same order as numpy's elementwise passes would make (``m = m*b1 +
-    g*(1-b1)``, ``v = v*b2 + (g*g)*(1-b2)``, ``w -= (m*lr/bc1) / (sqrt(v/bc2) + eps)``), so
-    the result is theirs bit for bit (a unit test checks; subnormal moments are set to 0
-    as in ``adam``). As one loop, with the entries of
-    a row chained in a linked list rather than sorted, it reads and writes each row once
-    instead of a sort, a sparse product and about twenty passes. Rows are visited in
-    ascending order: each row's update is its own, and the weights and moments are read
-    front to back rather than in the order words happen to come, which the memory
-    prefetches better (a sixth less time on a hashed vocabulary)."""
+    The gradient is ``g += value * da[batch row]`` entry by entry, and the step the same
+    float32 operations in the same order as numpy's elementwise passes would make (``v =
+    g*g`` where ``v`` is 0, else ``v*b2 + (g*g)*(1-b2)``; ``w -= (g*lr) / (sqrt(v) +
+    eps)``), so the result is theirs bit for bit (a unit test checks; subnormal moments are
+    set to 0 as in ``adam``). As one loop, with the entries of a row chained in a linked
+    list rather than sorted, it reads and writes each row once instead of a sort, a sparse
+    product and about twenty passes. Rows are visited in ascending order: each row's update
+    is its own, and the weights and moments are read front to back rather than in the order
+    words happen to come, which the memory prefetches better (a sixth less time on a hashed
+    vocabulary)."""
     f, n = da.shape[1], idx.shape[0]
     g = np.empty(f, dtype=np.float32)
     head = np.full(w.shape[0], -1, dtype=np.int64)
@@ -478,11 +480,10 @@ def sparse_adam(w, mw, vw, idx, vals, row_of, da, lr_scaled, b1, b2, c1, c2, inv
             e = nxt[e]
         for j in range(f):
             gj = g[j]
-            m = _flush(mw[r, j] * b1 + gj * c1)
-            v = _flush(vw[r, j] * b2 + (gj * gj) * c2)
-            mw[r, j] = m
+            v0 = vw[r, j]
+            v = gj * gj if v0 == 0.0 else _flush(v0 * b2 + (gj * gj) * c2)
             vw[r, j] = v
-            w[r, j] -= (m * lr_scaled[j]) / (np.sqrt(v * inv_bc2) + eps)
+            w[r, j] -= (gj * lr[j]) / (np.sqrt(v) + eps)
 
 
 @njit(cache=True, error_model="numpy")
@@ -725,7 +726,7 @@ def warm() -> None:
               flat, flat.copy(), flat.copy(), flat.copy(), flat.copy(), np.zeros(1, f32), np.zeros(k, f32), 0.05,
               0.9, 0.999, 1e-8)  # fmt: skip
     idx = np.zeros(1, dtype=np.int64)
-    sparse_adam(w1, w1.copy(), w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one, one, one, one)
+    sparse_rmsprop(w1, w1.copy(), idx, np.zeros(1, f32), idx, a, b1, one, one, one)
     project(np.zeros(2, dtype=np.int64), idx, np.zeros(1, f32), 1, np.zeros((1, 1), f32))
     fold_moments(idx, np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
     gather_rows(idx, idx, np.zeros(1, f32), w1, b1, np.zeros((1, w1.shape[1]), f32))

@@ -54,7 +54,7 @@ def _factories() -> dict[str, Callable[[], Learner]]:
     out = {name: _native_factory(name) for name in sorted(NATIVE)}
     # the torch step CUDA runs, here on the CPU
     out["driftmoe[engine=torch]"] = _native_factory("driftmoe", {"engine": "torch"})
-    # the sparse first layer (gather, scatter-add, lazy Adam) from the first feature on,
+    # the sparse first layer (gather, scatter-add, lazy RMSprop) from the first feature on,
     # with overflow hashing past two named features, on both engines
     sparse = {"sparse_above": 1, "width": 2}
     out["driftmoe[sparse]"] = _native_factory("driftmoe", sparse)
