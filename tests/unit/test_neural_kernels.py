@@ -312,3 +312,25 @@ def test_csr_values_are_numpys_standardising_passes_bit_for_bit() -> None:
         assert indptr.tolist() == [0, *np.cumsum(np.bincount(r, minlength=n)).tolist()]
     # rows out of order: refused, the caller sorts them
     assert not nk.csr_values(r[::-1].copy(), c, v, shift, scale, 10.0, indptr, z)
+
+
+def test_gather_rows_sums_the_bags_embedding_bag_sums() -> None:
+    import torch
+
+    rng = np.random.default_rng(4)
+    w = rng.normal(size=(300, 24)).astype(np.float32)
+    b = rng.normal(size=24).astype(np.float32)
+    lens = rng.integers(0, 9, 50)
+    lens[[0, 7, 49]] = 0  # empty rows, the last among them
+    offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    idx = rng.integers(0, 300, int(lens.sum()))
+    idx[1] = idx[0]  # one input twice in a row
+    vals = rng.normal(size=idx.size).astype(np.float32)
+    out = np.empty((50, 24), dtype=np.float32)
+    nk.gather_rows(offsets, idx, vals, w, b, out)
+    ref = torch.nn.functional.embedding_bag(
+        torch.from_numpy(idx), torch.from_numpy(w), torch.from_numpy(offsets), mode="sum",
+        per_sample_weights=torch.from_numpy(vals),
+    ).numpy() + b  # fmt: skip
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(out[[0, 7, 49]], np.broadcast_to(b, (3, 24)))
