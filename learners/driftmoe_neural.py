@@ -42,9 +42,8 @@ _ROW_TILE = 16
 #: rows up to this wide measure their distances to the neighbour memory in the compiled
 #: pass; wider ones through a GEMM
 _NARROW = 16
-#: on sparse rows the neighbour vote is consulted while its weight in either mixture is at
-#: least this, and on every ``_VOTE_PROBE``-th block whatever its weight (see ``_vote_on``)
-_VOTE_FLOOR = 0.1
+#: on sparse rows a resting neighbour vote is consulted on every this-many-th block whatever
+#: its weight, to score it again (see ``_vote_on``)
 _VOTE_PROBE = 8
 _NO_ROWS = np.zeros((0, 0), dtype=np.float32)
 
@@ -223,13 +222,17 @@ class NeuralDriftMoE(Classifier):
         vocabulary (the first layer has at most ``2 * width`` rows per input kind).
     sparse_above
         Once the feature space is wider than this, the first layer reads each row's present
-        features only (an embedding-bag gather forward, a scatter-add backward, Adam on the
-        touched rows only), without the input context: a row costs what it holds, not
+        features only (an embedding-bag gather forward, a scatter-add backward, lazy RMSprop
+        on the touched rows only), without the input context: a row costs what it holds, not
         the width. The neighbour vote then runs on the rows hashed down to this many
         dimensions.
     sparse_batch_size
         Rows per optimiser step on the sparse first layer (a step's cost is mostly the
-        Adam update of the weight rows its rows touch, which grows slower than the rows).
+        update of the weight rows its rows touch, which grows slower than the rows).
+    sparse_vote_floor
+        On sparse rows the neighbour vote is consulted while its weight in the plain or the
+        label-aware mixture is at least this (and on every eighth block whatever its weight,
+        to score it again): there it is the costliest part of a block. 0: always consulted.
     device
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda[:n]"``. On the CPU the model
         runs on numpy arrays sharing memory with the torch tensors, through compiled passes
@@ -337,6 +340,7 @@ class NeuralDriftMoE(Classifier):
         width: int | None = 2048,
         sparse_above: int = 256,
         sparse_batch_size: int = 256,
+        sparse_vote_floor: float = 0.1,
         device: str = "auto",
         engine: str = "auto",
         cuda_graph: bool = False,
@@ -376,6 +380,8 @@ class NeuralDriftMoE(Classifier):
             raise ValueError(f"sparse_above must be >= 1, got {sparse_above}")
         if sparse_batch_size < 1:
             raise ValueError(f"sparse_batch_size must be >= 1, got {sparse_batch_size}")
+        if not 0.0 <= sparse_vote_floor <= 1.0:
+            raise ValueError(f"sparse_vote_floor must be in [0, 1], got {sparse_vote_floor}")
         if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:n]', got {device!r}")
         if engine not in ("auto", "torch"):
@@ -404,6 +410,7 @@ class NeuralDriftMoE(Classifier):
         self.width = width
         self.sparse_above = sparse_above
         self.sparse_batch_size = sparse_batch_size
+        self.sparse_vote_floor = sparse_vote_floor
         self.device = device
         self.engine = engine
         self.cuda_graph = cuda_graph
@@ -1370,14 +1377,14 @@ class NeuralDriftMoE(Classifier):
         (hashed words) the vote costs most (each present word against every remembered row:
         a fifth of a block) and often earns little (on the ``text`` stream a weight of 0.08,
         the mixture a tenth of a point less accurate with it than without), so there it runs
-        while its weight in the plain or the label-aware mixture is at least ``_VOTE_FLOOR``,
-        and on every ``_VOTE_PROBE``-th block to score it again. Decided by the model's state
+        while its weight in the plain or the label-aware mixture is at least
+        ``sparse_vote_floor``, and on every ``_VOTE_PROBE``-th block to score it again. Decided by the model's state
         alone (its weights, the blocks learned), never by a call's rows."""
         if not self._sparse() or (self._n_seen // self.block) % _VOTE_PROBE == 0:
             return True
         plain = self._mix_weights()[1]
         label_aware = self._causal_weights([True, True, True])[1] if self.causal else 0.0
-        return bool(max(plain, label_aware) >= _VOTE_FLOOR)
+        return bool(max(plain, label_aware) >= self.sparse_vote_floor)
 
     def _probs_sparse(self, X: Sequence[Features]) -> _Parts:
         indptr, cols, vals = self._features.transform_sparse(X)

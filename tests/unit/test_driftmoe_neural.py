@@ -197,7 +197,7 @@ def test_invalid_input_rejected_without_side_effects() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [{"n_experts": 0}, {"lr": 0.0}, {"combine": "avg"}, {"device": "tpu"}, {"top_k": 0}],
+    [{"n_experts": 0}, {"lr": 0.0}, {"combine": "avg"}, {"device": "tpu"}, {"top_k": 0}, {"sparse_vote_floor": 1.5}],
 )
 def test_constructor_validation(bad: dict) -> None:
     with pytest.raises(ValueError):
@@ -349,8 +349,9 @@ def test_a_weak_neighbour_vote_on_sparse_rows_rests_and_is_probed_again() -> Non
     model = NeuralDriftMoE(device="cpu", seed=1)
     on = _vote_blocks(model, runs)
     assert model._sparse() and all(on), on
-    # dense rows always consult it
+    # dense rows always consult it, and so do sparse ones with the floor at 0
     assert all(_vote_blocks(NeuralDriftMoE(device="cpu", seed=1), _trend_stream(4_096, 3)))
+    assert all(_vote_blocks(NeuralDriftMoE(device="cpu", seed=1, sparse_vote_floor=0.0), list(text_stream(8_192, seed=2))))
 
 
 def test_router_sigmoid_is_exact_at_both_ends_without_warnings() -> None:
