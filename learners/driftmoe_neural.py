@@ -932,10 +932,10 @@ class NeuralDriftMoE(Classifier):
             st["acc"], _ACC_DECAY, _BETA1, _BETA2, _EPS,
         )  # fmt: skip
 
-    def _adam_np(self, lo: int) -> tuple[float, float]:
-        """Adam on the flat buffers from element ``lo`` on; returns the bias corrections."""
+    def _adam_np(self, lo: int) -> None:
+        """Adam on the flat buffers from element ``lo`` on."""
         st = self._np
-        return _kernels().adam(
+        _kernels().adam(
             st["flat"][lo:], st["m"][lo:], st["v"][lo:], st["gflat"][lo:], st["lr"][lo:],
             st["step"], _BETA1, _BETA2, _EPS,
         )  # fmt: skip
@@ -1378,8 +1378,9 @@ class NeuralDriftMoE(Classifier):
         a fifth of a block) and often earns little (on the ``text`` stream a weight of 0.08,
         the mixture a tenth of a point less accurate with it than without), so there it runs
         while its weight in the plain or the label-aware mixture is at least
-        ``sparse_vote_floor``, and on every ``_VOTE_PROBE``-th block to score it again. Decided by the model's state
-        alone (its weights, the blocks learned), never by a call's rows."""
+        ``sparse_vote_floor``, and on every ``_VOTE_PROBE``-th block to score it again.
+        Decided by the model's state alone (its weights, the blocks learned), never by a
+        call's rows."""
         if not self._sparse() or (self._n_seen // self.block) % _VOTE_PROBE == 0:
             return True
         plain = self._mix_weights()[1]

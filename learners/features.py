@@ -26,7 +26,7 @@ import math
 import operator
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,6 +43,16 @@ _PLAIN_NUMBERS = frozenset({float, int, bool})
 _PLAIN_VALUES = _PLAIN_NUMBERS | {str}
 _NUMBER = (int, float, np.integer, np.floating)
 _DICTS = frozenset({dict})
+
+
+class _WordTable(NamedTuple):
+    """``word_columns``' tables (see ``FeatureSpace._build_words``)."""
+
+    names: np.ndarray  # the named numeric features' names, UTF-8 bytes end to end
+    ends: np.ndarray  # where each name's bytes end
+    cols: np.ndarray  # each name's column
+    slots: np.ndarray  # the open-addressing table over the names
+    over: np.ndarray  # each overflow bucket's column, -1 while it has none
 
 
 class FeatureSpace:
@@ -100,7 +110,7 @@ class FeatureSpace:
         self._over_cache: dict[str, int] = {}
         self._bucket_cache: dict[tuple[str, str], int] = {}
         # the compiled lookup's tables once the width is full (``_build_words``); a cache
-        self._words: tuple[np.ndarray, ...] | None = None
+        self._words: _WordTable | None = None
         self._names: list[str] = []
         self._kinds: list[int] = []
         self._keys: list[Any] = []
@@ -179,7 +189,7 @@ class FeatureSpace:
             col = self._add_column(f"overflow_{b}", _OVER, b)
             self._over_index[b] = col
             if self._words is not None:
-                self._words[4][b] = col
+                self._words.over[b] = col
         return col
 
     def _numeric_column(self, name: str, grow: bool, row: int) -> int:
@@ -331,10 +341,9 @@ class FeatureSpace:
         word_columns(np.frombuffer(text.encode("ascii"), dtype=np.uint8), *words, CRC_TABLE, out)
         return out
 
-    def _build_words(self) -> tuple[np.ndarray, ...]:
-        """``word_columns``' tables: the named numeric features' names (UTF-8 bytes, their
-        ends, their columns, the probing slots) and each overflow bucket's column. Kept while
-        the width is full, when no name is added: a new overflow column is written in."""
+    def _build_words(self) -> _WordTable:
+        """``word_columns``' tables, kept while the width is full, when no name is added: a
+        new overflow column is written into ``over``."""
         from learners.neural_kernels import word_slots
 
         enc = [k.encode("utf-8", "surrogatepass") for k in self._num_index]
@@ -346,7 +355,7 @@ class FeatureSpace:
         over = np.full(self._buckets, -1, dtype=np.int64)
         for b, col in self._over_index.items():
             over[b] = col
-        self._words = (names, ends, cols, slots, over)
+        self._words = _WordTable(names, ends, cols, slots, over)
         return self._words
 
     def _resolve_misses(

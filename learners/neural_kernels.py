@@ -200,8 +200,7 @@ def adam(w, m, v, g, lr, step, beta1, beta2, eps):  # pragma: no cover - compile
     """One Adam step on flat float32 buffers: counts it in ``step`` (float32, one entry),
     takes the bias corrections ``1 - beta**t`` in float64 as Python would, then element by
     element ``m = m*b1 + c1*g``, ``v = v*b2 + (c2*g)*g``, ``w -= ((m*lr)*inv_bc1) /
-    (sqrt(v*inv_bc2) + eps)`` in float32. Returns the two bias corrections (the sparse
-    first layer's lazy step uses them too).
+    (sqrt(v*inv_bc2) + eps)`` in float32. Returns the two bias corrections.
 
     A moment that decays into float32's subnormal range is set to 0 (``_flush``): there,
     ``m * 0.9`` of a few units in the last place rounds back to itself, so the moments of
