@@ -527,8 +527,52 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
 
 
 # groups the nearest-row search splits a row's distances into (strided: group g holds
-# entries g, g + 64, ...); under four entries a group, it scans them all
-_GROUPS = 64
+# entries g, g + 128, ...), half as many under 512 entries; under four entries a group it
+# scans them all. 128 groups of 8 read 150 entries of 1,024 after the minima, 64 of 16 read
+# 270: a sixth less time a row
+_GROUPS = 128
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _bounded(dist, n, k, groups, gmin, sel, cand_v, cand_j):  # pragma: no cover - compiled
+    """``_nearest``'s candidates with ``groups`` groups (a constant where it is inlined, so
+    that the passes over the groups compile to vector code): their count, or -1 when ties
+    leave most groups under the bound."""
+    rows = n // groups
+    for g in range(groups):
+        gmin[g] = dist[g]
+    for r in range(1, rows):
+        base = r * groups
+        for g in range(groups):
+            v = dist[base + g]
+            gmin[g] = v if v < gmin[g] else gmin[g]
+    u = np.float32(-np.inf)
+    for s in range(k):
+        low = gmin[s]
+        for g in range(s + k, groups, k):
+            low = gmin[g] if gmin[g] < low else low
+        u = low if low > u else u
+    ng = 0
+    for g in range(groups):
+        sel[ng] = g
+        ng += gmin[g] <= u
+    if 2 * ng > groups:
+        return -1
+    m = 0
+    for r in range(rows):
+        base = r * groups
+        for t in range(ng):
+            j = base + sel[t]
+            v = dist[j]
+            cand_v[m] = v
+            cand_j[m] = j
+            m += v <= u
+    for j in range(rows * groups, n):
+        v = dist[j]
+        cand_v[m] = v
+        cand_j[m] = j
+        m += v <= u
+    return m
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -543,43 +587,12 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
     Then only the groups whose minimum is <= ``u`` are read, their entries <= ``u`` kept
     in index order and inserted. When ties leave most groups under ``u`` (rows on a grid),
     every entry is inserted as before."""
-    rows = n // _GROUPS
-    m = 0
-    bounded = False
-    if rows >= 4 and 2 * k <= _GROUPS:
-        for g in range(_GROUPS):
-            gmin[g] = dist[g]
-        for r in range(1, rows):
-            base = r * _GROUPS
-            for g in range(_GROUPS):
-                v = dist[base + g]
-                gmin[g] = v if v < gmin[g] else gmin[g]
-        u = np.float32(-np.inf)
-        for s in range(k):
-            low = gmin[s]
-            for g in range(s + k, _GROUPS, k):
-                low = gmin[g] if gmin[g] < low else low
-            u = low if low > u else u
-        ng = 0
-        for g in range(_GROUPS):
-            sel[ng] = g
-            ng += gmin[g] <= u
-        bounded = 2 * ng <= _GROUPS
-        if bounded:
-            for r in range(rows):
-                base = r * _GROUPS
-                for t in range(ng):
-                    j = base + sel[t]
-                    v = dist[j]
-                    cand_v[m] = v
-                    cand_j[m] = j
-                    m += v <= u
-            for j in range(rows * _GROUPS, n):
-                v = dist[j]
-                cand_v[m] = v
-                cand_j[m] = j
-                m += v <= u
-    if not bounded:
+    m = -1
+    if n >= 4 * _GROUPS and 2 * k <= _GROUPS:
+        m = _bounded(dist, n, k, _GROUPS, gmin, sel, cand_v, cand_j)
+    elif n >= 2 * _GROUPS and k <= _GROUPS // 4:
+        m = _bounded(dist, n, k, _GROUPS // 2, gmin, sel, cand_v, cand_j)
+    if m < 0:
         for j in range(n):
             cand_v[j] = dist[j]
             cand_j[j] = j

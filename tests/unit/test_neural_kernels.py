@@ -97,8 +97,9 @@ def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 @pytest.mark.parametrize(
     "n,grid",
     # grids: ties at the cut; continuous rows: most groups of the memory skipped; the
-    # memory under four entries a group, a whole number of groups, and with a remainder
-    [(300, True), (1024, True), (1024, False), (1000, False), (150, False)],
+    # memory in 128 groups (from 512 rows) and in 64 (from 256), each a whole number of
+    # groups and with a remainder, and under four entries a group
+    [(300, True), (400, False), (1024, True), (1024, False), (1000, False), (600, False), (150, False)],
 )
 @pytest.mark.parametrize("narrow", [True, False])
 def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool, n: int, grid: bool) -> None:
