@@ -41,11 +41,12 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from bench import datasets
+from bench.params import VARIANT, parse_params, split_keys
 from stream import synth
 
 SYNTHETIC = ("led_a", "led_g", "sea_a", "sea_g", "rbf_m", "rbf_f")
@@ -239,12 +240,34 @@ class _Scores:
 
 
 def resolve_learner(key: str) -> LearnerSpec:
+    """The spec of a learner key or registry name, or of a variant ``key[name=value; ...]``:
+    that learner with those parameters set (checked by building it once)."""
+    variant = VARIANT.match(key)
+    if variant is not None:
+        base = resolve_learner(variant["base"].strip())
+        if base.registry_name.startswith("moa:"):
+            raise ValueError(f"{key!r}: MOA's learners take no parameters here")
+        from learners.registry import make_learner
+
+        given = parse_params(variant["params"])
+        params = {**base.params, **given}
+        try:
+            make_learner(base.registry_name, params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{key!r}: {base.registry_name} refuses {given}: {exc}") from None
+        label = "; ".join(f"{k}={v!r}" for k, v in given.items())
+        return replace(
+            base, key=f"{base.key}[{label}]", params=params, paper=None, note=f"{base.key} with {label}"
+        )
     key = _ALIASES.get(key, key)
     try:
         return LEARNERS[key]
     except KeyError:
         known = ", ".join(f"{k} ({s.registry_name})" for k, s in LEARNERS.items())
-        raise ValueError(f"unknown learner {key!r}; choose from: {known}") from None
+        raise ValueError(
+            f"unknown learner {key!r}; choose from: {known}, or one of them with parameters, "
+            "e.g. driftmoe[neighbours=None; n_experts=4]"
+        ) from None
 
 
 def row_path(results: Path, stream: str, learner: str, n: int, seed: int, scale: bool) -> Path:
@@ -752,9 +775,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--learners",
-        type=_csv,
+        type=split_keys,
         default=list(LEARNERS),
-        help=f"comma list of keys or registry names [{','.join(LEARNERS)}]",
+        help="comma list of keys or registry names, or variants such as "
+        f"'driftmoe[neighbours=None; n_experts=4]' [{','.join(LEARNERS)}]",
     )
     p.add_argument(
         "--seed",

@@ -48,8 +48,11 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+
+from bench.params import parse_params
 
 Event = tuple[dict[str, Any], Any]
 
@@ -210,12 +213,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA rows")
     ap.add_argument("--no-moa", action="store_true", help="skip MOA's rows")
     ap.add_argument("--no-sparse", action="store_true", help="skip the sparse-input rows")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="PARAMS",
+        help="also a SEA row of the neural DriftMoE (micro-batch 256) with these parameters, "
+        "e.g. 'neighbours=None; causal=False'; repeatable",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
     from river import forest
 
     from learners.driftmoe_neural import NeuralDriftMoE
+    from learners.neural_kernels import warm
+
+    warm()  # the compiled passes load before any row is timed, not in the first one
+    variants: list[tuple[str, dict[str, Any]]] = []
+    for text in args.variant:
+        try:
+            params = parse_params(text)
+            NeuralDriftMoE(device="cpu", **params)
+        except (TypeError, ValueError) as exc:
+            ap.error(f"--variant {text!r}: {exc}")
+        variants.append(("driftmoe[" + "; ".join(f"{k}={v!r}" for k, v in params.items()) + "]", params))
 
     console = Console(width=140)
     sea = sea_events(max(args.n, args.arf_n), args.seed)
@@ -244,6 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         jobs.append(
             ("driftmoe causal", 256, 8, "cpu",
              lambda: NeuralDriftMoE(device="cpu", seed=args.seed), args.n, "sea_a", True)
+        )  # fmt: skip
+    for label, params in variants:
+        jobs.append(
+            (label, 256, params.get("n_experts", 8), "cpu",
+             lambda params=params: NeuralDriftMoE(device="cpu", seed=args.seed, **params), args.n,
+             "sea_a", False)
         )  # fmt: skip
     if not args.no_sparse:
         from stream.synth import text_stream
@@ -315,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in rows:
         ratio = r["ratio_to_moa_arf"]
         table.add_row(
-            r["stream"], r["learner"], r["device"], str(r["batch"]), str(r["n_experts"] or "-"),
+            escape(r["stream"]), escape(r["learner"]), r["device"], str(r["batch"]), str(r["n_experts"] or "-"),
             str(r["events"]), f"{r['events_per_s']:,.0f}", f"{r['ratio_to_arf']:.1f}",
             "-" if ratio is None else f"{ratio:.1f}", f"{r['accuracy']:.4f}",
             f"{r['peak_mb']:.0f}", "-" if r["state_mb"] != r["state_mb"] else f"{r['state_mb']:.1f}",
