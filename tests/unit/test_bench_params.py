@@ -57,8 +57,18 @@ def test_a_variant_the_learner_refuses_is_named(key: str, message: str) -> None:
         accuracy.resolve_learner(key)
 
 
-def test_the_throughput_bench_names_a_refused_variant(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "variant,message",
+    [
+        ("neighbors=None", "unexpected keyword argument 'neighbors'"),
+        ("seed=3", "multiple values for keyword argument 'seed'"),
+    ],
+)
+def test_the_throughput_bench_names_a_refused_variant(
+    variant: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
-        throughput.main(["--variant", "neighbors=None"])
+        throughput.main(["--variant", variant])
     assert exit_.value.code == 2
-    assert "--variant 'neighbors=None'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"--variant {variant!r}" in err and message in err
