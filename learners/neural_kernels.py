@@ -531,6 +531,8 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
 # scans them all. 128 groups of 8 read 150 entries of 1,024 after the minima, 64 of 16 read
 # 270: the vote on SEA went from 0.90 to 0.78 µs an event
 _GROUPS = 128
+# sets of groups whose minima bound the search when k is at most this many (g mod 8)
+_LANES = 8
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -546,12 +548,34 @@ def _bounded(dist, n, k, groups, gmin, sel, cand_v, cand_j):  # pragma: no cover
         for g in range(groups):
             v = dist[base + g]
             gmin[g] = v if v < gmin[g] else gmin[g]
-    u = np.float32(-np.inf)
-    for s in range(k):
-        low = gmin[s]
-        for g in range(s + k, groups, k):
-            low = gmin[g] if gmin[g] < low else low
-        u = low if low > u else u
+    if k <= _LANES:
+        # sets g mod 8: their minima side by side (cand_v's head, not yet written, holds
+        # them), a vector pass a row of 8 groups; u the k-th least of the 8
+        low = cand_v[:_LANES]
+        low[:] = gmin[:_LANES]
+        for g0 in range(_LANES, groups, _LANES):
+            for s in range(_LANES):
+                v = gmin[g0 + s]
+                low[s] = v if v < low[s] else low[s]
+        if k == _LANES:
+            u = low[0]
+            for s in range(1, _LANES):
+                u = low[s] if low[s] > u else u
+        else:
+            for s in range(1, _LANES):  # insertion sort of 8
+                v, p = low[s], s
+                while p > 0 and low[p - 1] > v:
+                    low[p] = low[p - 1]
+                    p -= 1
+                low[p] = v
+            u = low[k - 1]
+    else:
+        u = np.float32(-np.inf)
+        for s in range(k):
+            low_s = gmin[s]
+            for g in range(s + k, groups, k):
+                low_s = gmin[g] if gmin[g] < low_s else low_s
+            u = low_s if low_s > u else u
     ng = 0
     for g in range(groups):
         sel[ng] = g
@@ -581,9 +605,9 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
     earlier entry on a tie: exactly the result of inserting every entry in index order.
 
     Most entries are far from the ``k`` nearest, and inserting each costs branches the CPU
-    mispredicts. So: each group's minimum (a vector pass), and ``u`` the largest of the
-    minima of ``k`` disjoint sets of groups, which are ``k`` distinct entries, so that at
-    least ``k`` entries are <= ``u`` and no entry above ``u`` can be among the nearest.
+    mispredicts. So: each group's minimum (a vector pass), and ``u`` the ``k``-th least of
+    the minima of ``k`` or more disjoint sets of groups, which are distinct entries, so that
+    at least ``k`` entries are <= ``u`` and no entry above ``u`` can be among the nearest.
     Then only the groups whose minimum is <= ``u`` are read, their entries <= ``u`` kept
     in index order and inserted. When ties leave most groups under ``u`` (rows on a grid),
     every entry is inserted as before."""
@@ -616,19 +640,55 @@ def _column_norms(cols_t):  # pragma: no cover - compiled
 @njit(cache=True, error_model="numpy", inline="always")
 def _distances(qi, cols_t, sq, n, out):  # pragma: no cover - compiled
     """``out[j] = sq[j] - 2 qi . col_j`` for the first ``n`` columns of ``cols_t`` (d, ·):
-    a row's distance to them less its own norm, adding up only the row's nonzero entries,
-    each a vector pass over the columns."""
-    out[:n] = 0.0
+    a row's distance to them less its own norm, adding up only the row's nonzero entries
+    in column order. Up to four nonzero entries (narrow rows) take one pass over the
+    columns, the sums kept in registers; more take a vector pass each. Either way every
+    entry is ``((0 + q_a c_a) + q_b c_b) + ...`` then ``* -2 + sq``, the same float32
+    operations in the same order."""
+    two, zero = np.float32(-2.0), np.float32(0.0)
+    m, t0, t1, t2, t3 = 0, 0, 0, 0, 0
     for t in range(qi.shape[0]):
-        qt = qi[t]
-        if qt == 0.0:
-            continue
-        col = cols_t[t]
+        if qi[t] != 0.0:
+            if m == 0:
+                t0 = t
+            elif m == 1:
+                t1 = t
+            elif m == 2:
+                t2 = t
+            elif m == 3:
+                t3 = t
+            m += 1
+    if m == 0:
         for j in range(n):
-            out[j] += qt * col[j]
-    two = np.float32(-2.0)
-    for j in range(n):
-        out[j] = out[j] * two + sq[j]
+            out[j] = zero * two + sq[j]
+    elif m == 1:
+        a, ca = qi[t0], cols_t[t0]
+        for j in range(n):
+            out[j] = (zero + a * ca[j]) * two + sq[j]
+    elif m == 2:
+        a, ca, b, cb = qi[t0], cols_t[t0], qi[t1], cols_t[t1]
+        for j in range(n):
+            out[j] = ((zero + a * ca[j]) + b * cb[j]) * two + sq[j]
+    elif m == 3:
+        a, ca, b, cb, c, cc = qi[t0], cols_t[t0], qi[t1], cols_t[t1], qi[t2], cols_t[t2]
+        for j in range(n):
+            out[j] = (((zero + a * ca[j]) + b * cb[j]) + c * cc[j]) * two + sq[j]
+    elif m == 4:
+        a, ca, b, cb = qi[t0], cols_t[t0], qi[t1], cols_t[t1]
+        c, cc, e, ce = qi[t2], cols_t[t2], qi[t3], cols_t[t3]
+        for j in range(n):
+            out[j] = ((((zero + a * ca[j]) + b * cb[j]) + c * cc[j]) + e * ce[j]) * two + sq[j]
+    else:
+        out[:n] = 0.0
+        for t in range(qi.shape[0]):
+            qt = qi[t]
+            if qt == 0.0:
+                continue
+            col = cols_t[t]
+            for j in range(n):
+                out[j] += qt * col[j]
+        for j in range(n):
+            out[j] = out[j] * two + sq[j]
 
 
 @njit(cache=True, error_model="numpy")

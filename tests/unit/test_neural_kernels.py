@@ -102,14 +102,15 @@ def _grid_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     [(300, True), (400, False), (1024, True), (1024, False), (1000, False), (600, False), (150, False)],
 )
 @pytest.mark.parametrize("narrow", [True, False])
-def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool, n: int, grid: bool) -> None:
+@pytest.mark.parametrize("k", [3, 8, 11])  # the search's bound from 8 sets of groups, or from k
+def test_the_bank_vote_keeps_the_k_nearest_earlier_row_first_on_ties(narrow: bool, n: int, grid: bool, k: int) -> None:
     rng = np.random.default_rng(2)
     if grid:
         bank, q = _grid_rows(rng, n, 3), _grid_rows(rng, 40, 3)
     else:
         bank, q = rng.normal(size=(n, 3)).astype(np.float32), rng.normal(size=(40, 3)).astype(np.float32)
     labels = rng.integers(0, 3, n)
-    k, c = 8, 4
+    c = 4
     prod = q @ bank.T
     bank_sq = (bank * bank).sum(axis=1)
     near_d, near_y = np.empty((40, k), np.float32), np.empty((40, k), np.int64)
@@ -198,6 +199,26 @@ def test_the_running_average_is_scipys_filter_bit_for_bit(dtype: type) -> None:
     # exact: the same float64 operations in the same order
     assert np.array_equal(before, np.vstack([start[None, :], running[:-1]]))
     assert np.array_equal(last, running[-1])
+
+
+@pytest.mark.parametrize("d", [1, 3, 4, 6, 9])
+def test_a_rows_distances_are_the_column_by_column_float32_sums_bit_for_bit(d: int) -> None:
+    rng = np.random.default_rng(d)
+    cols = rng.normal(size=(d, 300)).astype(np.float32)
+    sq = np.zeros(300, np.float32)
+    for t in range(d):
+        sq += cols[t] * cols[t]
+    # rows with none to all of their entries nonzero: the fused pass (up to four) and the
+    # pass a column (more) must both add the products as the reference does, in order
+    for zeros in range(d + 1):
+        q = rng.normal(size=d).astype(np.float32)
+        q[rng.permutation(d)[:zeros]] = 0.0
+        acc = np.zeros(300, np.float32)
+        for t in np.flatnonzero(q):
+            acc += q[t] * cols[t]
+        out = np.empty(300, np.float32)
+        nk._distances(q, cols, sq, 300, out)
+        assert np.array_equal(out, acc * np.float32(-2.0) + sq)
 
 
 def test_earlier_distances_of_mostly_zero_rows_are_the_products_and_their_own() -> None:
