@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import datasets
-from bench.params import VARIANT, parse_params, split_keys
+from bench.params import VARIANT, format_params, parse_params, split_keys
 from stream import synth
 
 SYNTHETIC = ("led_a", "led_g", "sea_a", "sea_g", "rbf_m", "rbf_f")
@@ -255,7 +255,7 @@ def resolve_learner(key: str) -> LearnerSpec:
             make_learner(base.registry_name, params)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{key!r}: {base.registry_name} refuses {given}: {exc}") from None
-        label = "; ".join(f"{k}={v!r}" for k, v in given.items())
+        label = format_params(given)
         return replace(
             base, key=f"{base.key}[{label}]", params=params, paper=None, note=f"{base.key} with {label}"
         )

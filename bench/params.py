@@ -37,6 +37,11 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
+def format_params(params: dict[str, Any]) -> str:
+    """``params`` as a variant writes them: ``neighbours=None; n_experts=4``."""
+    return "; ".join(f"{k}={v!r}" for k, v in params.items())
+
+
 def split_keys(text: str) -> list[str]:
     """A comma list of learner keys, where a variant's brackets may hold commas too."""
     keys, depth, start = [], 0, 0

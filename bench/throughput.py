@@ -52,7 +52,7 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from bench.params import parse_params
+from bench.params import format_params, parse_params
 
 Event = tuple[dict[str, Any], Any]
 
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             NeuralDriftMoE(device="cpu", seed=args.seed, **params)  # as its row builds it
         except (TypeError, ValueError) as exc:
             ap.error(f"--variant {text!r}: {exc}")
-        variants.append(("driftmoe[" + "; ".join(f"{k}={v!r}" for k, v in params.items()) + "]", params))
+        variants.append((f"driftmoe[{format_params(params)}]", params))
     warm()  # the compiled passes load before any row is timed, not in the first one
 
     console = Console(width=140)

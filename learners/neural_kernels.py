@@ -531,7 +531,7 @@ def _insert(vals, idx, kk, filled, v, j):  # pragma: no cover - compiled
 # scans them all. 128 groups of 8 read 150 entries of 1,024 after the minima, 64 of 16 read
 # 270: the vote on SEA went from 0.90 to 0.78 µs an event
 _GROUPS = 128
-# sets of groups whose minima bound the search when k is at most this many (g mod 8)
+# the neighbour count (the default) whose sets of groups, g mod 8, fill vector lanes
 _LANES = 8
 
 
@@ -548,27 +548,19 @@ def _bounded(dist, n, k, groups, gmin, sel, cand_v, cand_j):  # pragma: no cover
         for g in range(groups):
             v = dist[base + g]
             gmin[g] = v if v < gmin[g] else gmin[g]
-    if k <= _LANES:
-        # sets g mod 8: their minima side by side (cand_v's head, not yet written, holds
-        # them), a vector pass a row of 8 groups; u the k-th least of the 8
+    if k == _LANES:
+        # the sets g mod 8 with their minima side by side (cand_v's head, not yet written,
+        # holds them): a vector pass a row of 8 groups, where k sets of a count only known
+        # at run time take a scalar chain each
         low = cand_v[:_LANES]
         low[:] = gmin[:_LANES]
         for g0 in range(_LANES, groups, _LANES):
             for s in range(_LANES):
                 v = gmin[g0 + s]
                 low[s] = v if v < low[s] else low[s]
-        if k == _LANES:
-            u = low[0]
-            for s in range(1, _LANES):
-                u = low[s] if low[s] > u else u
-        else:
-            for s in range(1, _LANES):  # insertion sort of 8
-                v, p = low[s], s
-                while p > 0 and low[p - 1] > v:
-                    low[p] = low[p - 1]
-                    p -= 1
-                low[p] = v
-            u = low[k - 1]
+        u = low[0]
+        for s in range(1, _LANES):
+            u = low[s] if low[s] > u else u
     else:
         u = np.float32(-np.inf)
         for s in range(k):
@@ -605,16 +597,16 @@ def _nearest(dist, n, k, vals, idx, gmin, sel, cand_v, cand_j):  # pragma: no co
     earlier entry on a tie: exactly the result of inserting every entry in index order.
 
     Most entries are far from the ``k`` nearest, and inserting each costs branches the CPU
-    mispredicts. So: each group's minimum (a vector pass), and ``u`` the ``k``-th least of
-    the minima of ``k`` or more disjoint sets of groups, which are distinct entries, so that
-    at least ``k`` entries are <= ``u`` and no entry above ``u`` can be among the nearest.
+    mispredicts. So: each group's minimum (a vector pass), and ``u`` the largest of the
+    minima of ``k`` disjoint sets of groups, which are ``k`` distinct entries, so that at
+    least ``k`` entries are <= ``u`` and no entry above ``u`` can be among the nearest.
     Then only the groups whose minimum is <= ``u`` are read, their entries <= ``u`` kept
     in index order and inserted. When ties leave most groups under ``u`` (rows on a grid),
     every entry is inserted as before."""
     m = -1
     if n >= 4 * _GROUPS and 2 * k <= _GROUPS:
         m = _bounded(dist, n, k, _GROUPS, gmin, sel, cand_v, cand_j)
-    elif n >= 2 * _GROUPS and k <= _GROUPS // 4:
+    elif n >= 4 * (_GROUPS // 2) and 2 * k <= _GROUPS // 2:
         m = _bounded(dist, n, k, _GROUPS // 2, gmin, sel, cand_v, cand_j)
     if m < 0:
         for j in range(n):
