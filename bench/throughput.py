@@ -3,6 +3,7 @@ same run.
 
     python -m bench.throughput [--n 20000] [--arf-n 3000] [--batch 1 32 256 1024]
                                [--repeats 3] [--json rows.jsonl] [--no-moa] [--no-sparse]
+                               [--variant PARAMS ...] [--sections]
 
 Every row runs prequentially on the same pre-generated SEA events (fixed seed): predict the
 micro-batch, then learn it. ARF(10) learns one event at a time (it has no batch path), on the
@@ -21,6 +22,10 @@ earlier rows). The sparse rows compare the ``text`` stream (about 34 words prese
 event, of a 50,000-word vocabulary, and of a 1,000,000-word one) with a dense stream of as
 many numeric features per event, all present; "state MB" is the learner's pickled state,
 which the hashing width bounds whatever the vocabulary.
+
+``--sections`` runs each SEA row of the neural DriftMoE at micro-batch 256 ``--repeats``
+times more with timers around its sections and compiled passes (``bench/sections.py``) and
+prints where its time goes, in µs an event, beside the time 50× MOA's ARF would allow.
 """
 
 from __future__ import annotations
@@ -184,6 +189,35 @@ def measure(
     }
 
 
+def measure_sections(
+    build: Callable[[], Any], events: Sequence[Event], repeats: int, causal: bool
+) -> list[dict[str, float | str]]:
+    """Median µs an event of each section of the neural learner (``bench.sections``) over
+    ``repeats`` prequential runs at micro-batch 256, the timers on."""
+    from bench.sections import per_event, timed_sections
+
+    runs: list[dict[str, tuple[float, float]]] = []
+    totals: list[float] = []
+    for _ in range(repeats):
+        model = build()
+        with timed_sections() as clock, events_out_of_gc():
+            run_prequential(model, events, 256, causal)
+        runs.append({label: (us, cus) for label, us, cus in per_event(clock, len(events))})
+        totals.append(clock.total * 1e6 / len(events))
+    order = list(runs[len(runs) // 2])  # labels, largest first as one run ordered them
+    out: list[dict[str, float | str]] = [
+        {
+            "section": label,
+            "us": statistics.median(r.get(label, (0.0, 0.0))[0] for r in runs),
+            "compiled_us": statistics.median(r.get(label, (0.0, 0.0))[1] for r in runs),
+        }
+        for label in order
+    ]
+    out.append({"section": "all (timers on)", "us": statistics.median(totals),
+                "compiled_us": statistics.median(sum(c for _, c in r.values()) for r in runs)})  # fmt: skip
+    return out
+
+
 def measure_moa(key: str, events: Sequence[Event], repeats: int, seed: int) -> dict[str, float]:
     from bench import moa
 
@@ -199,6 +233,22 @@ def measure_moa(key: str, events: Sequence[Event], repeats: int, seed: int) -> d
         "peak_mb": rss_peak_mb(),
         "state_mb": float("nan"),
     }
+
+
+def sections_table(row: dict[str, Any], moa_arf: float | None) -> Table:
+    """Where a row's time goes (``--sections``), beside the time a 50× ratio would allow."""
+    table = Table(title=f"{escape(row['learner'])}, SEA, micro-batch 256: µs an event, each section (timers on)")
+    for col in ("section", "µs / event", "compiled", "share"):
+        table.add_column(col, justify="left" if col == "section" else "right")
+    total = row["sections"][-1]["us"]
+    for s in row["sections"]:
+        if s is row["sections"][-1]:
+            table.add_section()
+        table.add_row(str(s["section"]), f"{s['us']:.3f}", f"{s['compiled_us']:.3f}", f"{100 * s['us'] / total:.0f}%")
+    table.add_row("learner alone (timers off)", f"{1e6 / row['events_per_s']:.3f}", "", "")
+    if moa_arf is not None:
+        table.add_row("50× MOA's ARF would allow", f"{1e6 / (50 * moa_arf):.3f}", "", "")
+    return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -220,6 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="PARAMS",
         help="also a SEA row of the neural DriftMoE (micro-batch 256) with these parameters, "
         "e.g. 'neighbours=None; causal=False'; repeatable",
+    )
+    ap.add_argument(
+        "--sections",
+        action="store_true",
+        help="also time each section of the neural DriftMoE's SEA rows at micro-batch 256 "
+        "(µs an event, medians over the repeats; bench/sections.py)",
     )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -321,6 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = measure_moa(learner, events, args.repeats, args.seed)
             else:
                 res = measure(build, events, b, args.repeats, device == "cuda", causal)
+            if args.sections and build is not None and stream == "sea_a" and b == 256 and device == "cpu":
+                if learner.startswith("driftmoe") and not learner.startswith("driftmoe-ht"):
+                    progress.update(task, description=f"{learner} b={b}: sections, timers on")
+                    res["sections"] = measure_sections(build, events, args.repeats, causal)
             rows.append(
                 {"stream": stream, "learner": learner, "batch": b, "n_experts": k,
                  "device": device, "events": n, **res}
@@ -351,6 +411,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(f"command: {command}")
     console.print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()) + ", threads=1")
     console.print(table)
+    for r in rows:
+        if "sections" in r:
+            console.print(sections_table(r, moa_arf))
     if args.json:
         with open(args.json, "w") as fh:
             for r in rows:
