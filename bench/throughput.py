@@ -377,10 +377,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 res = measure_moa(learner, events, args.repeats, args.seed)
             else:
                 res = measure(build, events, b, args.repeats, device == "cuda", causal)
-            if args.sections and build is not None and stream == "sea_a" and b == 256 and device == "cpu":
-                if learner.startswith("driftmoe") and not learner.startswith("driftmoe-ht"):
-                    progress.update(task, description=f"{learner} b={b}: sections, timers on")
-                    res["sections"] = measure_sections(build, events, args.repeats, causal)
+            neural_sea = learner.startswith("driftmoe") and not learner.startswith("driftmoe-ht") and stream == "sea_a"
+            if args.sections and build is not None and neural_sea and b == 256 and device == "cpu":
+                progress.update(task, description=f"{learner} b={b}: sections, timers on")
+                res["sections"] = measure_sections(build, events, args.repeats, causal)
             rows.append(
                 {"stream": stream, "learner": learner, "batch": b, "n_experts": k,
                  "device": device, "events": n, **res}
