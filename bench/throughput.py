@@ -237,7 +237,7 @@ def measure_moa(key: str, events: Sequence[Event], repeats: int, seed: int) -> d
 
 def sections_table(row: dict[str, Any], moa_arf: float | None) -> Table:
     """Where a row's time goes (``--sections``), beside the time a 50× ratio would allow."""
-    table = Table(title=f"{escape(row['learner'])}, SEA, micro-batch 256: µs an event, each section (timers on)")
+    table = Table(title=f"{escape(row['learner'])}, SEA, batch 256: µs an event")
     for col in ("section", "µs / event", "compiled", "share"):
         table.add_column(col, justify="left" if col == "section" else "right")
     total = row["sections"][-1]["us"]

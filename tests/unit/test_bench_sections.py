@@ -77,3 +77,25 @@ def test_a_learner_without_the_vote_has_no_vote_time() -> None:
     own: dict[str, Any] = clock.own
     assert "neighbour vote" not in clock.compiled
     assert own.get("neighbour vote", 0.0) < own["steps of the experts and the router"]
+
+
+def test_the_bench_prints_and_writes_each_neural_rows_sections(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from bench import throughput
+
+    out = tmp_path / "rows.jsonl"
+    argv = ["--n", "512", "--arf-n", "20", "--batch", "256", "--repeats", "1", "--no-ht", "--no-moa", "--no-sparse"]
+    assert throughput.main([*argv, "--sections", "--variant", "neighbours=None", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    timed = {r["learner"]: r["sections"] for r in rows if "sections" in r}
+    # the neural rows at micro-batch 256, never River's
+    assert sorted(timed) == ["driftmoe", "driftmoe causal", "driftmoe[neighbours=None]"]
+    for learner, sections_ in timed.items():
+        *parts, total = sections_
+        assert total["section"] == "all (timers on)"
+        assert total["us"] == pytest.approx(sum(s["us"] for s in parts)), learner
+        assert 0.0 < total["compiled_us"] < total["us"]
+    assert printed.count("all (timers on)") == 3  # a table each
+    assert "would allow" not in printed  # no MOA row to measure 50× against
