@@ -8,7 +8,7 @@ itself, not for the one around it. The compiled passes (numba's, in
 that called them: the "compiled" column is what no Python or numpy overhead is in, the
 floor a section keeps however its Python is written. Whatever the verbs spend outside every
 section is "the rest". The timers cost about a microsecond a call, a few dozen calls a
-micro-batch: the timed total is a few percent above the learner's own rate.
+micro-batch: the timed total is a percent or two above the learner's time without them.
 """
 
 from __future__ import annotations
