@@ -114,12 +114,6 @@ def timed_sections() -> Iterator[Clock]:
 
 def per_event(clock: Clock, events: int) -> list[tuple[str, float, float]]:
     """``(section, µs an event, of which compiled)``, largest first, the rest last."""
-    rows = [
-        (label, clock.own[label] * 1e6 / events, clock.compiled.get(label, 0.0) * 1e6 / events)
-        for label in clock.own
-        if label != REST
-    ]
-    rows.sort(key=lambda r: -r[1])
-    if REST in clock.own:
-        rows.append((REST, clock.own[REST] * 1e6 / events, clock.compiled.get(REST, 0.0) * 1e6 / events))
+    rows = [(label, secs * 1e6 / events, clock.compiled.get(label, 0.0) * 1e6 / events) for label, secs in clock.own.items()]
+    rows.sort(key=lambda r: (r[0] == REST, -r[1]))
     return rows

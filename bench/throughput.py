@@ -240,11 +240,15 @@ def sections_table(row: dict[str, Any], moa_arf: float | None) -> Table:
     table = Table(title=f"{escape(row['learner'])}, SEA, batch 256: µs an event")
     for col in ("section", "µs / event", "compiled", "share"):
         table.add_column(col, justify="left" if col == "section" else "right")
-    total = row["sections"][-1]["us"]
-    for s in row["sections"]:
-        if s is row["sections"][-1]:
-            table.add_section()
-        table.add_row(str(s["section"]), f"{s['us']:.3f}", f"{s['compiled_us']:.3f}", f"{100 * s['us'] / total:.0f}%")
+    *parts, total = row["sections"]
+
+    def cells(s: dict[str, Any]) -> tuple[str, ...]:
+        return str(s["section"]), f"{s['us']:.3f}", f"{s['compiled_us']:.3f}", f"{100 * s['us'] / total['us']:.0f}%"
+
+    for s in parts:
+        table.add_row(*cells(s))
+    table.add_section()
+    table.add_row(*cells(total))
     table.add_row("learner alone (timers off)", f"{1e6 / row['events_per_s']:.3f}", "", "")
     if moa_arf is not None:
         table.add_row("50× MOA's ARF would allow", f"{1e6 / (50 * moa_arf):.3f}", "", "")

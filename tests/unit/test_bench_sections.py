@@ -74,9 +74,8 @@ def test_a_learner_without_the_vote_has_no_vote_time() -> None:
 
     with timed_sections() as clock:
         run_prequential(NeuralDriftMoE(seed=3, neighbours=None, causal=False), sea_events(512, 3), 256)
-    own: dict[str, Any] = clock.own
     assert "neighbour vote" not in clock.compiled
-    assert own.get("neighbour vote", 0.0) < own["steps of the experts and the router"]
+    assert clock.own.get("neighbour vote", 0.0) < clock.own["steps of the experts and the router"]
 
 
 def test_the_bench_prints_and_writes_each_neural_rows_sections(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
